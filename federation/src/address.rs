@@ -31,7 +31,8 @@ fn key_encoding() -> data_encoding::Encoding {
     spec.translate.from.push_str("ABCDEFGHIJKLMNOPQRSTUVWXYZ");
     spec.translate.to.push_str("abcdefghijklmnopqrstuvwxyz");
     // The specification is a constant and valid; failure would be a bug caught by tests.
-    spec.encoding().unwrap_or_else(|_| data_encoding::BASE32_NOPAD.clone())
+    spec.encoding()
+        .unwrap_or_else(|_| data_encoding::BASE32_NOPAD.clone())
 }
 
 /// How an endpoint is reached.
@@ -163,7 +164,9 @@ pub enum AddressError {
         reason: &'static str,
     },
     /// A host name is empty, too long or has characters a DNS name cannot have.
-    #[error("bad host name `{0}`: letters, digits, `-` and `.` only, at most {MAX_HOST_NAME_LEN} bytes")]
+    #[error(
+        "bad host name `{0}`: letters, digits, `-` and `.` only, at most {MAX_HOST_NAME_LEN} bytes"
+    )]
     BadHostName(String),
 }
 
@@ -211,7 +214,9 @@ fn check_host_name(name: &str) -> Result<(), AddressError> {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
     if ok {
         Ok(())
@@ -247,10 +252,13 @@ impl FromStr for RelayAddress {
         let key_bytes = key_encoding()
             .decode(key_text.as_bytes())
             .map_err(|e| AddressError::BadKey(e.to_string()))?;
-        let key: [u8; 32] = key_bytes
-            .try_into()
-            .map_err(|v: Vec<u8>| AddressError::BadKey(format!("{} bytes, expected 32", v.len())))?;
-        let parts: Vec<&str> = endpoints_text.split(',').filter(|s| !s.is_empty()).collect();
+        let key: [u8; 32] = key_bytes.try_into().map_err(|v: Vec<u8>| {
+            AddressError::BadKey(format!("{} bytes, expected 32", v.len()))
+        })?;
+        let parts: Vec<&str> = endpoints_text
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .collect();
         if parts.len() > MAX_ENDPOINTS {
             return Err(AddressError::TooManyEndpoints(parts.len()));
         }
@@ -283,7 +291,9 @@ impl FromStr for Endpoint {
             }
             None => (TransportKind::Tcp, text),
         };
-        let (host_text, port_text) = rest.rsplit_once(':').ok_or_else(|| bad("missing `:port`"))?;
+        let (host_text, port_text) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| bad("missing `:port`"))?;
         let port: u16 = port_text
             .parse()
             .map_err(|_| bad("the port is not a number from 0 to 65535"))?;
@@ -331,7 +341,9 @@ mod tests {
         .unwrap();
         let text = addr.to_string();
         assert!(text.starts_with("petrel://"));
-        assert!(text.ends_with("@203.0.113.5:5223,wss/relay.example.org:443,quic/[2001:db8::1]:5224"));
+        assert!(
+            text.ends_with("@203.0.113.5:5223,wss/relay.example.org:443,quic/[2001:db8::1]:5224")
+        );
         assert_eq!(text.parse::<RelayAddress>().unwrap(), addr);
         // Upper case (as some QR readers and chat apps produce) parses to the same address.
         assert_eq!(text.to_uppercase().parse::<RelayAddress>().unwrap(), addr);
@@ -351,7 +363,7 @@ mod tests {
                 AddressError::BadKey("2 bytes short".into()),
             ),
             (
-                format!("petrel://{k}@{}", vec!["1.2.3.4:5"; 9].join(",")),
+                format!("petrel://{k}@{}", ["1.2.3.4:5"; 9].join(",")),
                 AddressError::TooManyEndpoints(9),
             ),
             (
@@ -366,10 +378,19 @@ mod tests {
                 _ => assert_eq!(got, expected, "{text}"),
             }
         }
-        for bad in ["1.2.3.4", "1.2.3.4:99999", "::1:5", "[::1:5", "udp/1.2.3.4:5"] {
+        for bad in [
+            "1.2.3.4",
+            "1.2.3.4:99999",
+            "::1:5",
+            "[::1:5",
+            "udp/1.2.3.4:5",
+        ] {
             let text = format!("petrel://{k}@{bad}");
             assert!(
-                matches!(text.parse::<RelayAddress>(), Err(AddressError::BadEndpoint { .. })),
+                matches!(
+                    text.parse::<RelayAddress>(),
+                    Err(AddressError::BadEndpoint { .. })
+                ),
                 "{bad}"
             );
         }

@@ -87,5 +87,9 @@ pub fn verify_with(key: &[u8; 32], sig: &Signature, msg: &[u8]) -> Result<(), Au
 /// Computed once, so the missing-queue path does no extra work.
 pub fn dummy_verifying_key() -> &'static [u8; 32] {
     static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
-    KEY.get_or_init(|| SigningKey::from_bytes(&[1u8; 32]).verifying_key().to_bytes())
+    KEY.get_or_init(|| {
+        SigningKey::from_bytes(&[1u8; 32])
+            .verifying_key()
+            .to_bytes()
+    })
 }

@@ -83,7 +83,10 @@ pub struct KeyHash(pub [u8; 32]);
 impl KeyHash {
     /// Hashes a queue public key.
     pub fn of(public_key: &[u8; 32]) -> Self {
-        Self(blake3::derive_key(crate::labels::QUEUE_KEY_HASH, public_key))
+        Self(blake3::derive_key(
+            crate::labels::QUEUE_KEY_HASH,
+            public_key,
+        ))
     }
 
     /// Constant-time equality.

@@ -5,7 +5,8 @@
 pub const MAX_FRAME_LEN: usize = 65_536;
 
 /// Largest message body a SEND may carry; equal to the largest size class.
-pub const MAX_BODY_LEN: usize = crate::padding::SIZE_CLASSES[crate::padding::SIZE_CLASSES.len() - 1];
+pub const MAX_BODY_LEN: usize =
+    crate::padding::SIZE_CLASSES[crate::padding::SIZE_CLASSES.len() - 1];
 
 /// Most endpoints a relay address may list.
 pub const MAX_ENDPOINTS: usize = 8;

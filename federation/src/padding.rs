@@ -63,12 +63,13 @@ pub fn pad(data: &[u8], target: usize) -> Result<Vec<u8>, PaddingError> {
 
 /// Removes padding, returning the original data.
 pub fn unpad(padded: &[u8]) -> Result<&[u8], PaddingError> {
-    let (header, rest) = padded
-        .split_first_chunk::<PAD_HEADER_LEN>()
-        .ok_or(PaddingError::Damaged {
-            declared: 0,
-            actual: padded.len(),
-        })?;
+    let (header, rest) =
+        padded
+            .split_first_chunk::<PAD_HEADER_LEN>()
+            .ok_or(PaddingError::Damaged {
+                declared: 0,
+                actual: padded.len(),
+            })?;
     let declared = u32::from_be_bytes(*header) as usize;
     rest.get(..declared).ok_or(PaddingError::Damaged {
         declared,
@@ -88,8 +89,17 @@ mod tests {
         assert_eq!(class_for(2_045, 0), Some(16_384));
         assert_eq!(class_for(61_437, 0), None);
         assert!(is_class(16_384) && !is_class(16_383));
-        assert!(matches!(pad(&[0; 10], 13), Err(PaddingError::TooLong { .. })));
-        assert!(matches!(unpad(&[0, 0, 0, 9, 1]), Err(PaddingError::Damaged { declared: 9, actual: 1 })));
+        assert!(matches!(
+            pad(&[0; 10], 13),
+            Err(PaddingError::TooLong { .. })
+        ));
+        assert!(matches!(
+            unpad(&[0, 0, 0, 9, 1]),
+            Err(PaddingError::Damaged {
+                declared: 9,
+                actual: 1
+            })
+        ));
         assert!(matches!(unpad(&[0, 0]), Err(PaddingError::Damaged { .. })));
     }
 

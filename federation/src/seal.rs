@@ -98,7 +98,13 @@ fn derive(context: &str, shared: &[u8; 32], ephemeral: &[u8; 32], sealing: &[u8;
 
 fn aead_seal(kn: &KeyNonce, plain: &[u8]) -> Vec<u8> {
     XChaCha20Poly1305::new(&kn.key.into())
-        .encrypt(&XNonce::from(kn.nonce), Payload { msg: plain, aad: &[] })
+        .encrypt(
+            &XNonce::from(kn.nonce),
+            Payload {
+                msg: plain,
+                aad: &[],
+            },
+        )
         // Only fails for plaintexts beyond 256 GiB; frames are capped far below that.
         .unwrap_or_default()
 }
@@ -242,8 +248,18 @@ pub fn open_request(
     if !shared.was_contributory() {
         return Err(SealError::WeakKey);
     }
-    let req = derive(SEAL_REQUEST, shared.as_bytes(), &envelope.ephemeral, &sealing_public);
-    let resp = derive(SEAL_RESPONSE, shared.as_bytes(), &envelope.ephemeral, &sealing_public);
+    let req = derive(
+        SEAL_REQUEST,
+        shared.as_bytes(),
+        &envelope.ephemeral,
+        &sealing_public,
+    );
+    let resp = derive(
+        SEAL_RESPONSE,
+        shared.as_bytes(),
+        &envelope.ephemeral,
+        &sealing_public,
+    );
     let mut plain = aead_open(&req, &envelope.ciphertext)?;
     let request = postcard::from_bytes(&plain).map_err(|_| SealError::Malformed);
     plain.zeroize();
