@@ -9,8 +9,9 @@
 //! the body, so a peer that claims 4 GiB costs four bytes of reading, not 4 GiB of memory.
 //! The version byte is the protocol version the message is encoded for; a frame of another
 //! version than the session's is refused with [`FrameError::Version`]. Decoding requires the
-//! whole body to be consumed: trailing bytes are an error, so every message has exactly one
-//! encoding that a peer accepts.
+//! whole body to be consumed: trailing bytes are an error. (Postcard's decoder accepts an
+//! over-long varint; nothing depends on a unique encoding, because signatures cover the
+//! canonical re-encoding of a command, never the received bytes.)
 
 use crate::limits::MAX_FRAME_LEN;
 use serde::Serialize;

@@ -8,19 +8,27 @@
 //! shared          = X25519(e, S)                        (all-zero output refused)
 //! request key ‖ n = BLAKE3-XOF(derive_key "petrel v1 sealed request",  shared ‖ e_pub ‖ S)[0..56]
 //! response key ‖ n= BLAKE3-XOF(derive_key "petrel v1 sealed response", shared ‖ e_pub ‖ S)[0..56]
-//! envelope        = e_pub ‖ XChaCha20-Poly1305(request key, n, aad = "", postcard(ForwardedRequest))
-//! response        = XChaCha20-Poly1305(response key, n', aad = "", postcard(Response))
+//! envelope        = e_pub ‖ XChaCha20-Poly1305(request key, n, aad = "",
+//!                                  pad(postcard(ForwardedRequest), body length + 256))
+//! response        = XChaCha20-Poly1305(response key, n', aad = "", pad(postcard(Response), 64))
 //! ```
+//!
+//! `pad` is the size-class padding of [`crate::padding`]. Padding the request to the SEND
+//! body's length plus a constant makes signed and unsigned SENDs the same length, so the
+//! forwarding relay learns only the size class; padding the response hides whether the
+//! destination answered `OK` or an error.
 //!
 //! Each key is used for exactly one message, so the derived nonces never repeat. The SEND
 //! inside is signed with `e_pub` as its binding (see [`crate::auth`]), and the destination
 //! keeps `derive_key("petrel v1 sealed envelope replay tag", e_pub)` for
-//! [`FORWARD_MAX_SKEW_SECS`](crate::limits::FORWARD_MAX_SKEW_SECS) × 2 so that a replayed
-//! envelope is answered from the cache and stored once.
+//! [`FORWARD_MAX_SKEW_SECS`](crate::limits::FORWARD_MAX_SKEW_SECS) × 2: an envelope whose
+//! tag is already there is answered `ENVELOPE` and not stored again. (A sender that lost
+//! the answer seals a new envelope; the end-to-end layer drops the duplicate.)
 
 use crate::auth::Auth;
 use crate::client::{Command, Response};
 use crate::labels::{SEAL_REPLAY_TAG, SEAL_REQUEST, SEAL_RESPONSE};
+use crate::padding::{PAD_HEADER_LEN, pad, unpad};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
@@ -71,6 +79,24 @@ pub enum SealError {
     /// The plaintext is not a valid message.
     #[error("sealed plaintext is malformed")]
     Malformed,
+}
+
+/// Bytes the padded request plaintext has beyond its SEND body: room for `sent_at`, the
+/// authenticator, the command tag, the sender ID and the body's length prefix.
+pub const REQUEST_PAD_OVERHEAD: usize = 256;
+
+/// Length of a padded response plaintext.
+pub const RESPONSE_PAD_LEN: usize = 64;
+
+/// The padded plaintext length for a request: the SEND body plus [`REQUEST_PAD_OVERHEAD`],
+/// or just enough for anything else (which the destination refuses anyway).
+fn request_pad_len(request: &ForwardedRequest, encoded: usize) -> usize {
+    match &request.command {
+        Command::Send { body, .. } => {
+            (body.len() + REQUEST_PAD_OVERHEAD).max(encoded + PAD_HEADER_LEN)
+        }
+        _ => encoded + PAD_HEADER_LEN,
+    }
 }
 
 #[derive(Zeroize, ZeroizeOnDrop)]
@@ -168,8 +194,11 @@ impl EnvelopeKey {
         }
         let req = derive(SEAL_REQUEST, shared.as_bytes(), &self.public, sealing_key);
         let resp = derive(SEAL_RESPONSE, shared.as_bytes(), &self.public, sealing_key);
-        let mut plain = postcard::to_stdvec(request).map_err(|_| SealError::Malformed)?;
+        let mut encoded = postcard::to_stdvec(request).map_err(|_| SealError::Malformed)?;
+        let mut plain = pad(&encoded, request_pad_len(request, encoded.len()))
+            .map_err(|_| SealError::Malformed)?;
         let ciphertext = aead_seal(&req, &plain);
+        encoded.zeroize();
         plain.zeroize();
         Ok((
             SealedEnvelope {
@@ -194,7 +223,9 @@ impl ResponseOpener {
     /// Opens the sealed response.
     pub fn open(&self, sealed: &SealedResponse) -> Result<Response, SealError> {
         let mut plain = aead_open(&self.0, &sealed.ciphertext)?;
-        let response = postcard::from_bytes(&plain).map_err(|_| SealError::Malformed);
+        let response = unpad(&plain)
+            .map_err(|_| SealError::Malformed)
+            .and_then(|p| postcard::from_bytes(p).map_err(|_| SealError::Malformed));
         plain.zeroize();
         response
     }
@@ -231,7 +262,9 @@ impl std::fmt::Debug for ResponseSealer {
 impl ResponseSealer {
     /// Seals the answer.
     pub fn seal(&self, response: &Response) -> SealedResponse {
-        let plain = postcard::to_stdvec(response).unwrap_or_default();
+        let encoded = postcard::to_stdvec(response).unwrap_or_default();
+        let target = RESPONSE_PAD_LEN.max(encoded.len() + PAD_HEADER_LEN);
+        let plain = pad(&encoded, target).unwrap_or(encoded);
         SealedResponse {
             ciphertext: aead_seal(&self.0, &plain),
         }
@@ -261,7 +294,9 @@ pub fn open_request(
         &sealing_public,
     );
     let mut plain = aead_open(&req, &envelope.ciphertext)?;
-    let request = postcard::from_bytes(&plain).map_err(|_| SealError::Malformed);
+    let request = unpad(&plain)
+        .map_err(|_| SealError::Malformed)
+        .and_then(|p| postcard::from_bytes(p).map_err(|_| SealError::Malformed));
     plain.zeroize();
     Ok((request?, ResponseSealer(resp)))
 }
