@@ -5,6 +5,8 @@
 //! every line from the same inputs. Regenerate after a deliberate change with
 //! `PETREL_WRITE_VECTORS=1 cargo test -p petrel-federation --test crypto_vectors`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use petrel_federation::auth::{Auth, signed_bytes};

@@ -6,6 +6,8 @@
 //! value gives the file's bytes back. Regenerate the files after a deliberate wire change
 //! with `PETREL_WRITE_VECTORS=1 cargo test -p petrel-federation --test vectors`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{Layout, check_or_write};

@@ -5,7 +5,13 @@
 //! spec describes field by field, without postcard, so a test can check that the real
 //! encoder produces exactly the documented layout.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
