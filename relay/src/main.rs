@@ -1,0 +1,262 @@
+//! `petrel-relay`: run a Petrel relay, or print the address of an existing one.
+//!
+//! With no arguments the relay creates its identity and store in `./petrel-relay-data`,
+//! listens on TCP port 5223 (and on `$PORT` over WebSocket when a PaaS sets it), and prints
+//! one line, `relay address: petrel://…`, that clients pin as it is. Logs go to stderr.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use petrel_relay::clock::Clock;
+use petrel_relay::config::{self, Config, FileConfig, Limits};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "petrel-relay",
+    version,
+    about = "Run a Petrel relay: a store-and-forward node for private messages.",
+    long_about = "Run a Petrel relay: a store-and-forward node for private messages.\n\n\
+        With no arguments it creates its identity and store in ./petrel-relay-data, listens on \
+        TCP port 5223, and prints `relay address: petrel://…` on stdout. Give that address to \
+        the people who will pin this relay. The relay stores only hashes of queue keys and \
+        messages until they are acknowledged or expire; it never logs queue IDs, keys or \
+        addresses at the default log level.",
+    after_help = "Examples:\n  \
+        petrel-relay                                   # start with defaults\n  \
+        petrel-relay --listen 127.0.0.1:0              # any free port on loopback\n  \
+        petrel-relay --announce wss/relay.example.org:443 --create-password secret\n  \
+        petrel-relay address --data-dir /data          # print the address, don't start"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the address of an existing relay without starting it.
+    Address {
+        /// The relay's data directory.
+        #[arg(long, env = "PETREL_RELAY_DATA", default_value = "petrel-relay-data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Data directory: identity key, sealing key and the redb store.
+    #[arg(long, env = "PETREL_RELAY_DATA", global = true)]
+    data_dir: Option<PathBuf>,
+    /// A TOML config file (same keys as these flags; flags and env override it).
+    #[arg(long, env = "PETREL_RELAY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where to listen: host:port (TCP), ws/host:port, or a multiaddr. Repeatable.
+    /// Default 0.0.0.0:5223. Port 0 picks a free port; the printed address shows it.
+    #[arg(long, env = "PETREL_RELAY_LISTEN", value_delimiter = ',')]
+    listen: Vec<String>,
+    /// Public endpoints to put in the printed address, e.g. wss/relay.example.org:443.
+    /// Repeatable. Default: the addresses actually bound.
+    #[arg(long, env = "PETREL_RELAY_ANNOUNCE", value_delimiter = ',')]
+    announce: Vec<String>,
+    /// Operations HTTP endpoint (/health, /metrics), or `off`. Default 127.0.0.1:8080.
+    #[arg(long, env = "PETREL_RELAY_HTTP")]
+    http: Option<String>,
+    /// Also serve WebSocket, /health and /metrics on this port (PaaS platforms set PORT).
+    #[arg(long, env = "PORT")]
+    port: Option<u16>,
+    /// Require this password to create queues.
+    #[arg(long, env = "PETREL_RELAY_CREATE_PASSWORD", hide_env_values = true)]
+    create_password: Option<String>,
+    /// Messages a queue may hold before senders get QUOTA. Default 128.
+    #[arg(long)]
+    queue_quota: Option<u32>,
+    /// Seconds an unacknowledged message is kept. Default 1209600 (14 days).
+    #[arg(long)]
+    message_ttl: Option<u64>,
+    /// Established connections in total. Default 10000.
+    #[arg(long)]
+    max_connections: Option<u32>,
+    /// Connections from one IP address. Default 64.
+    #[arg(long)]
+    max_connections_per_ip: Option<u32>,
+    /// Commands per second per session (sustained). Default 2000.
+    #[arg(long)]
+    rate: Option<u32>,
+    /// Commands per session in a burst. Default 4000.
+    #[arg(long)]
+    burst: Option<u32>,
+    /// Seconds a silent session is kept. Default 120.
+    #[arg(long)]
+    idle_timeout: Option<u64>,
+    /// Log filter (error, warn, info, debug, trace).
+    #[arg(long, env = "PETREL_LOG", default_value = "info")]
+    log: String,
+    /// TESTING ONLY: read the current Unix time from this file instead of the clock.
+    #[arg(long, hide = true)]
+    dangerous_clock_file: Option<PathBuf>,
+}
+
+fn build_config(args: RunArgs) -> anyhow::Result<Config> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from("petrel-relay-data"));
+    let listen_text = if !args.listen.is_empty() {
+        args.listen
+    } else {
+        file.listen.unwrap_or_else(|| vec!["0.0.0.0:5223".to_string()])
+    };
+    let listen = listen_text
+        .iter()
+        .map(|l| config::parse_listen(l))
+        .collect::<Result<Vec<_>, _>>()?;
+    let announce_text = if !args.announce.is_empty() {
+        args.announce
+    } else {
+        file.announce.unwrap_or_default()
+    };
+    let announce = announce_text
+        .iter()
+        .map(|a| config::parse_announce(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let http = config::parse_http(
+        args.http
+            .or(file.http)
+            .as_deref()
+            .unwrap_or("127.0.0.1:8080"),
+    )?;
+    let mut limits: Limits = file.limits.unwrap_or_default();
+    if let Some(v) = args.queue_quota {
+        limits.queue_quota = v;
+    }
+    if let Some(v) = args.message_ttl {
+        limits.message_ttl_secs = v;
+    }
+    if let Some(v) = args.max_connections {
+        limits.max_connections = v;
+    }
+    if let Some(v) = args.max_connections_per_ip {
+        limits.max_connections_per_ip = v;
+    }
+    if let Some(v) = args.rate {
+        limits.commands_per_sec = v;
+    }
+    if let Some(v) = args.burst {
+        limits.command_burst = v;
+    }
+    if let Some(v) = args.idle_timeout {
+        limits.idle_timeout_secs = v;
+    }
+    let create_password = args.create_password.or(file.create_password).filter(|p| !p.is_empty());
+    if create_password
+        .as_ref()
+        .is_some_and(|p| p.len() > petrel_federation::limits::MAX_PASSWORD_LEN)
+    {
+        anyhow::bail!(
+            "--create-password is longer than {} bytes",
+            petrel_federation::limits::MAX_PASSWORD_LEN
+        );
+    }
+    Ok(Config {
+        data_dir,
+        listen,
+        announce,
+        port: args.port,
+        http,
+        create_password,
+        limits,
+        clock: match args.dangerous_clock_file {
+            Some(path) => Clock::File(path),
+            None => Clock::System,
+        },
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn print_address(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let identity = petrel_relay::keys::RelayKeys::load_identity(data_dir)?;
+    let path = data_dir.join(petrel_relay::ADDRESS_FILE);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("no address recorded in {}; start the relay once", path.display()))?;
+    let address: petrel_federation::RelayAddress = text
+        .trim()
+        .parse()
+        .with_context(|| format!("{} is damaged", path.display()))?;
+    if address.key().0 != identity.verifying_key().to_bytes() {
+        anyhow::bail!(
+            "{} does not match the identity key in {}; start the relay to rewrite it",
+            path.display(),
+            data_dir.display()
+        );
+    }
+    println!("relay address: {address}");
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // libp2p's own info lines (peer IDs, listen addresses) stay out of the default log.
+    let directives = format!("{},libp2p_swarm=warn,libp2p_tcp=warn", cli.run.log);
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Some(Command::Address { data_dir }) => print_address(cli.run.data_dir.as_deref().unwrap_or(&data_dir)),
+        None => run(cli.run),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("petrel-relay: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = build_config(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(petrel_relay::run(config, shutdown_signal(), |address| {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "relay address: {address}");
+        let _ = out.flush();
+    }))?;
+    Ok(())
+}
