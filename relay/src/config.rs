@@ -129,7 +129,9 @@ pub enum ConfigError {
         message: String,
     },
     /// A listen address is neither an endpoint (`ws/0.0.0.0:80`) nor a multiaddr.
-    #[error("bad listen address `{0}`: use host:port, ws/host:port, or a multiaddr like /ip4/0.0.0.0/tcp/5223")]
+    #[error(
+        "bad listen address `{0}`: use host:port, ws/host:port, or a multiaddr like /ip4/0.0.0.0/tcp/5223"
+    )]
     Listen(String),
     /// An announce endpoint could not be parsed.
     #[error("bad announce endpoint `{value}`: {reason}")]
@@ -162,7 +164,9 @@ impl FileConfig {
 /// or a multiaddr starting with `/`.
 pub fn parse_listen(text: &str) -> Result<libp2p::Multiaddr, ConfigError> {
     if text.starts_with('/') {
-        return text.parse().map_err(|_| ConfigError::Listen(text.to_string()));
+        return text
+            .parse()
+            .map_err(|_| ConfigError::Listen(text.to_string()));
     }
     let endpoint: Endpoint = text
         .parse()
@@ -175,10 +179,11 @@ pub fn parse_listen(text: &str) -> Result<libp2p::Multiaddr, ConfigError> {
 
 /// Parses an announced endpoint.
 pub fn parse_announce(text: &str) -> Result<Endpoint, ConfigError> {
-    text.parse().map_err(|e: petrel_federation::AddressError| ConfigError::Announce {
-        value: text.to_string(),
-        reason: e.to_string(),
-    })
+    text.parse()
+        .map_err(|e: petrel_federation::AddressError| ConfigError::Announce {
+            value: text.to_string(),
+            reason: e.to_string(),
+        })
 }
 
 /// Parses `--http`: `host:port` or `off`.
@@ -197,8 +202,14 @@ mod tests {
 
     #[test]
     fn listen_forms() {
-        assert_eq!(parse_listen("0.0.0.0:5223").unwrap().to_string(), "/ip4/0.0.0.0/tcp/5223");
-        assert_eq!(parse_listen("ws/127.0.0.1:0").unwrap().to_string(), "/ip4/127.0.0.1/tcp/0/ws");
+        assert_eq!(
+            parse_listen("0.0.0.0:5223").unwrap().to_string(),
+            "/ip4/0.0.0.0/tcp/5223"
+        );
+        assert_eq!(
+            parse_listen("ws/127.0.0.1:0").unwrap().to_string(),
+            "/ip4/127.0.0.1/tcp/0/ws"
+        );
         assert_eq!(parse_listen("[::]:1").unwrap().to_string(), "/ip6/::/tcp/1");
         assert!(parse_listen("example.org:1").is_err());
         assert!(parse_listen("nonsense").is_err());
@@ -208,7 +219,8 @@ mod tests {
 
     #[test]
     fn file_config_rejects_unknown_keys() {
-        let ok: FileConfig = toml::from_str("data_dir = \"/d\"\n[limits]\nqueue_quota = 5\n").unwrap();
+        let ok: FileConfig =
+            toml::from_str("data_dir = \"/d\"\n[limits]\nqueue_quota = 5\n").unwrap();
         assert_eq!(ok.limits.unwrap().queue_quota, 5);
         assert!(toml::from_str::<FileConfig>("datadir = 1").is_err());
     }

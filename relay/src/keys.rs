@@ -67,7 +67,10 @@ impl RelayKeys {
     }
 
     /// Loads the keys from `dir`, creating missing ones with `rng`.
-    pub fn load_or_create<R: rand_core::CryptoRng + ?Sized>(dir: &Path, rng: &mut R) -> Result<Self, KeyError> {
+    pub fn load_or_create<R: rand_core::CryptoRng + ?Sized>(
+        dir: &Path,
+        rng: &mut R,
+    ) -> Result<Self, KeyError> {
         let identity = load_or_create(&dir.join("identity.key"), rng)?;
         let sealing = load_or_create(&dir.join("sealing.key"), rng)?;
         Ok(Self {
@@ -102,7 +105,10 @@ fn read_key(path: &Path) -> Result<Zeroizing<[u8; 32]>, KeyError> {
     Ok(key)
 }
 
-fn load_or_create<R: rand_core::CryptoRng + ?Sized>(path: &Path, rng: &mut R) -> Result<Zeroizing<[u8; 32]>, KeyError> {
+fn load_or_create<R: rand_core::CryptoRng + ?Sized>(
+    path: &Path,
+    rng: &mut R,
+) -> Result<Zeroizing<[u8; 32]>, KeyError> {
     if path.exists() {
         return read_key(path);
     }

@@ -119,7 +119,11 @@ fn is_unspecified(host: &Host) -> bool {
 
 /// The endpoints to print: announced ones if given, else what the node bound (reachable
 /// interfaces first, loopback last), plus `ws/<ip>:$PORT` for the front door.
-fn address_endpoints(config: &Config, bound: &[libp2p::Multiaddr], internal_ws: Option<&libp2p::Multiaddr>) -> Vec<Endpoint> {
+fn address_endpoints(
+    config: &Config,
+    bound: &[libp2p::Multiaddr],
+    internal_ws: Option<&libp2p::Multiaddr>,
+) -> Vec<Endpoint> {
     if !config.announce.is_empty() {
         return config.announce.clone();
     }
@@ -190,7 +194,9 @@ pub async fn run(
     let internal_ws_bound = internal_ws.as_ref().and_then(|_| {
         bound
             .iter()
-            .find(|a| a.to_string().starts_with("/ip4/127.0.0.1/tcp/") && a.to_string().ends_with("/ws"))
+            .find(|a| {
+                a.to_string().starts_with("/ip4/127.0.0.1/tcp/") && a.to_string().ends_with("/ws")
+            })
             .cloned()
     });
     let endpoints = address_endpoints(&config, &bound, internal_ws_bound.as_ref());
@@ -207,14 +213,22 @@ pub async fn run(
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| RelayError::Bind { addr, source })?;
-        let serve = http::serve_http(listener, metrics.clone(), health.clone(), wait_stop(stop_rx.clone()));
+        let serve = http::serve_http(
+            listener,
+            metrics.clone(),
+            health.clone(),
+            wait_stop(stop_rx.clone()),
+        );
         tasks.spawn(async move {
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "HTTP endpoint stopped");
             }
         });
     }
-    if let (Some(port), Some(ws)) = (config.port, internal_ws_bound.as_ref().and_then(endpoint_of)) {
+    if let (Some(port), Some(ws)) = (
+        config.port,
+        internal_ws_bound.as_ref().and_then(endpoint_of),
+    ) {
         let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -284,7 +298,9 @@ pub async fn run(
                     return;
                 };
                 let version = version as u8;
-                while let Ok(request) = read_message::<PeerRequest, _>(&mut stream, version, MAX_FRAME_LEN).await {
+                while let Ok(request) =
+                    read_message::<PeerRequest, _>(&mut stream, version, MAX_FRAME_LEN).await
+                {
                     let reply = match request {
                         PeerRequest::Info { corr } => PeerReply::Info {
                             corr,

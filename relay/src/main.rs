@@ -110,7 +110,8 @@ fn build_config(args: RunArgs) -> anyhow::Result<Config> {
     let listen_text = if !args.listen.is_empty() {
         args.listen
     } else {
-        file.listen.unwrap_or_else(|| vec!["0.0.0.0:5223".to_string()])
+        file.listen
+            .unwrap_or_else(|| vec!["0.0.0.0:5223".to_string()])
     };
     let listen = listen_text
         .iter()
@@ -153,7 +154,10 @@ fn build_config(args: RunArgs) -> anyhow::Result<Config> {
     if let Some(v) = args.idle_timeout {
         limits.idle_timeout_secs = v;
     }
-    let create_password = args.create_password.or(file.create_password).filter(|p| !p.is_empty());
+    let create_password = args
+        .create_password
+        .or(file.create_password)
+        .filter(|p| !p.is_empty());
     if create_password
         .as_ref()
         .is_some_and(|p| p.len() > petrel_federation::limits::MAX_PASSWORD_LEN)
@@ -205,8 +209,12 @@ async fn shutdown_signal() {
 fn print_address(data_dir: &std::path::Path) -> anyhow::Result<()> {
     let identity = petrel_relay::keys::RelayKeys::load_identity(data_dir)?;
     let path = data_dir.join(petrel_relay::ADDRESS_FILE);
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("no address recorded in {}; start the relay once", path.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "no address recorded in {}; start the relay once",
+            path.display()
+        )
+    })?;
     let address: petrel_federation::RelayAddress = text
         .trim()
         .parse()
@@ -234,7 +242,9 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Some(Command::Address { data_dir }) => print_address(cli.run.data_dir.as_deref().unwrap_or(&data_dir)),
+        Some(Command::Address { data_dir }) => {
+            print_address(cli.run.data_dir.as_deref().unwrap_or(&data_dir))
+        }
         None => run(cli.run),
     };
     match result {

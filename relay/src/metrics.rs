@@ -4,7 +4,9 @@ use petrel_federation::ErrorCode;
 #[derive(Clone, Debug, Default)]
 pub struct Metrics;
 impl Metrics {
-    pub fn new() -> Self { Self }
+    pub fn new() -> Self {
+        Self
+    }
     pub fn command(&self, _name: &'static str) {}
     pub fn error(&self, _code: ErrorCode) {}
     pub fn delivery(&self) {}
@@ -13,5 +15,7 @@ impl Metrics {
     pub fn connection_closed(&self) {}
     pub fn set_queues(&self, _n: u64) {}
     pub fn set_messages(&self, _n: u64) {}
-    pub fn encode(&self) -> String { String::new() }
+    pub fn encode(&self) -> String {
+        String::new()
+    }
 }

@@ -65,7 +65,9 @@ pub struct Relay {
 
 impl std::fmt::Debug for Relay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Relay").field("keys", &self.keys).finish_non_exhaustive()
+        f.debug_struct("Relay")
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
     }
 }
 
@@ -188,8 +190,15 @@ impl Relay {
     }
 
     /// Registers `session` as the subscriber of `rid`, telling any previous one it lost it.
-    pub fn subscribe(&self, rid: QueueId, session: u64, events: &mpsc::UnboundedSender<SessionEvent>) {
-        let Ok(mut subs) = self.subscribers.lock() else { return };
+    pub fn subscribe(
+        &self,
+        rid: QueueId,
+        session: u64,
+        events: &mpsc::UnboundedSender<SessionEvent>,
+    ) {
+        let Ok(mut subs) = self.subscribers.lock() else {
+            return;
+        };
         let previous = subs.insert(
             rid,
             Subscriber {
@@ -242,7 +251,11 @@ impl Relay {
             None => (&self.dummy_hash, false),
         };
         let key_ok: bool = presented.0.ct_eq(&expected.0).into();
-        let verify_key = if real { &auth.key } else { dummy_verifying_key() };
+        let verify_key = if real {
+            &auth.key
+        } else {
+            dummy_verifying_key()
+        };
         let msg = signed_bytes(binding, command).map_err(|_| ErrorCode::Auth)?;
         let sig_ok = verify_with(verify_key, &auth.sig, &msg).is_ok();
         if real & key_ok & sig_ok {
@@ -253,7 +266,8 @@ impl Relay {
     }
 
     fn recipient_hash(&self, rid: &QueueId) -> Result<Option<KeyHash>, StoreError> {
-        self.store.read(|t| Ok(t.queue(rid)?.map(|q| q.recipient_key_hash)))
+        self.store
+            .read(|t| Ok(t.queue(rid)?.map(|q| q.recipient_key_hash)))
     }
 
     /// Authenticates a recipient command against a read snapshot.
@@ -263,9 +277,12 @@ impl Relay {
         auth: Option<&Auth>,
         binding: &[u8; 32],
         command: &Command,
-    ) -> Result<KeyHash, Response> {
-        let stored = self.recipient_hash(rid).map_err(internal)?;
-        self.authenticate(stored.as_ref(), auth, binding, command).map_err(err)
+    ) -> Result<KeyHash, ErrorCode> {
+        let stored = self.recipient_hash(rid).map_err(|e| {
+            tracing::error!(error = %e, "store failure");
+            ErrorCode::Internal
+        })?;
+        self.authenticate(stored.as_ref(), auth, binding, command)
     }
 
     /// Handles one command of a session. `binding` is the session ID (or the envelope key).
@@ -288,7 +305,10 @@ impl Relay {
             } => {
                 if let Some(required) = &self.config.create_password {
                     let given = password.as_deref().unwrap_or(&[]);
-                    let same: bool = blake3::hash(given).as_bytes().ct_eq(blake3::hash(required.as_bytes()).as_bytes()).into();
+                    let same: bool = blake3::hash(given)
+                        .as_bytes()
+                        .ct_eq(blake3::hash(required.as_bytes()).as_bytes())
+                        .into();
                     if !same {
                         return Prepared::Reply(err(ErrorCode::CreateDenied));
                     }
@@ -307,7 +327,9 @@ impl Relay {
                 let mut rng = rand::rng();
                 let relay_secret = x25519_dalek::StaticSecret::random_from_rng(&mut rng);
                 let relay_dh = x25519_dalek::PublicKey::from(&relay_secret).to_bytes();
-                let Ok(key) = DeliveryKey::derive(&relay_secret, recipient_dh, &relay_dh, recipient_dh) else {
+                let Ok(key) =
+                    DeliveryKey::derive(&relay_secret, recipient_dh, &relay_dh, recipient_dh)
+                else {
                     return Prepared::Reply(err(ErrorCode::Malformed));
                 };
                 session.queues_created += 1;
@@ -360,7 +382,7 @@ impl Relay {
             } => {
                 let hash = match self.auth_recipient(recipient_id, auth, binding, &command) {
                     Ok(h) => h,
-                    Err(r) => return Prepared::Reply(r),
+                    Err(code) => return Prepared::Reply(err(code)),
                 };
                 let (rid, sender_hash) = (*recipient_id, *sender_key_hash);
                 self.pending_write(move |t| {
@@ -385,8 +407,8 @@ impl Relay {
                 self.prepare_send(*sender_id, body, auth, binding, &command, now)
             }
             Command::Subscribe { recipient_id } => {
-                if let Err(r) = self.auth_recipient(recipient_id, auth, binding, &command) {
-                    return Prepared::Reply(r);
+                if let Err(code) = self.auth_recipient(recipient_id, auth, binding, &command) {
+                    return Prepared::Reply(err(code));
                 }
                 if session.subscriptions >= self.config.limits.max_subscriptions_per_session {
                     return Prepared::Reply(err(ErrorCode::Limit));
@@ -394,8 +416,8 @@ impl Relay {
                 Prepared::Subscribe(*recipient_id)
             }
             Command::Get { recipient_id } => {
-                if let Err(r) = self.auth_recipient(recipient_id, auth, binding, &command) {
-                    return Prepared::Reply(r);
+                if let Err(code) = self.auth_recipient(recipient_id, auth, binding, &command) {
+                    return Prepared::Reply(err(code));
                 }
                 match self.first_delivery(recipient_id) {
                     Ok(Some(d)) => Prepared::Reply(Response::Message(d)),
@@ -409,7 +431,7 @@ impl Relay {
             } => {
                 let hash = match self.auth_recipient(recipient_id, auth, binding, &command) {
                     Ok(h) => h,
-                    Err(r) => return Prepared::Reply(r),
+                    Err(code) => return Prepared::Reply(err(code)),
                 };
                 let (rid, mid) = (*recipient_id, *msg_id);
                 let cutoff = self.ttl_cutoff(now);
@@ -438,7 +460,7 @@ impl Relay {
             Command::Suspend { recipient_id } => {
                 let hash = match self.auth_recipient(recipient_id, auth, binding, &command) {
                     Ok(h) => h,
-                    Err(r) => return Prepared::Reply(r),
+                    Err(code) => return Prepared::Reply(err(code)),
                 };
                 let rid = *recipient_id;
                 self.pending_write(move |t| {
@@ -453,7 +475,7 @@ impl Relay {
             Command::Delete { recipient_id } => {
                 let hash = match self.auth_recipient(recipient_id, auth, binding, &command) {
                     Ok(h) => h,
-                    Err(r) => return Prepared::Reply(r),
+                    Err(code) => return Prepared::Reply(err(code)),
                 };
                 let rid = *recipient_id;
                 self.pending_write(move |t| {
@@ -663,12 +685,21 @@ pub struct SessionLimits {
 }
 
 /// The queue, if it still exists with the recipient hash that was authenticated.
-fn recipient_queue(t: &Tables<'_>, rid: &QueueId, hash: &KeyHash) -> Result<Option<QueueRecord>, StoreError> {
+fn recipient_queue(
+    t: &Tables<'_>,
+    rid: &QueueId,
+    hash: &KeyHash,
+) -> Result<Option<QueueRecord>, StoreError> {
     Ok(t.queue(rid)?.filter(|q| q.recipient_key_hash.ct_eq(hash)))
 }
 
 /// Removes expired messages at the head of a queue (they are oldest first).
-fn purge_expired(t: &mut Tables<'_>, rid: &QueueId, q: &mut QueueRecord, cutoff: Option<u64>) -> Result<(), StoreError> {
+fn purge_expired(
+    t: &mut Tables<'_>,
+    rid: &QueueId,
+    q: &mut QueueRecord,
+    cutoff: Option<u64>,
+) -> Result<(), StoreError> {
     let Some(cutoff) = cutoff else { return Ok(()) };
     while let Some((seq, msg)) = t.first_message(rid)? {
         if msg.received_at > cutoff {

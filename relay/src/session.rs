@@ -234,10 +234,12 @@ impl Actor {
             self.error(corr, ErrorCode::RateLimited).await;
             return None;
         }
-        match self
-            .relay
-            .prepare(&mut self.limits, &self.session_id, frame.auth.as_ref(), frame.command)
-        {
+        match self.relay.prepare(
+            &mut self.limits,
+            &self.session_id,
+            frame.auth.as_ref(),
+            frame.command,
+        ) {
             Prepared::Reply(response) => {
                 self.reply(corr, response).await;
                 None
@@ -259,7 +261,12 @@ impl Actor {
         }
     }
 
-    async fn finish(&mut self, corr: u32, outcome: Outcome, events: &mpsc::UnboundedSender<SessionEvent>) {
+    async fn finish(
+        &mut self,
+        corr: u32,
+        outcome: Outcome,
+        events: &mpsc::UnboundedSender<SessionEvent>,
+    ) {
         self.reply(corr, outcome.response).await;
         match outcome.effect {
             Effect::None => {}
@@ -277,7 +284,10 @@ impl Actor {
                 recipient_id,
                 subscribe,
             } => {
-                if subscribe && self.limits.subscriptions < self.relay.config.limits.max_subscriptions_per_session {
+                if subscribe
+                    && self.limits.subscriptions
+                        < self.relay.config.limits.max_subscriptions_per_session
+                {
                     self.subscribe(recipient_id, events).await;
                 }
             }
@@ -296,7 +306,8 @@ impl Actor {
             SessionEvent::Ended(rid) => {
                 if self.subscriptions.remove(&rid).is_some() {
                     self.limits.subscriptions = self.limits.subscriptions.saturating_sub(1);
-                    self.send(RelayFrame::SubscriptionEnded { recipient_id: rid }).await;
+                    self.send(RelayFrame::SubscriptionEnded { recipient_id: rid })
+                        .await;
                 }
             }
         }

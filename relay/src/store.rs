@@ -19,7 +19,10 @@
 //! see every write that has been answered.
 
 use petrel_federation::{KeyHash, MsgId, QueueId};
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
@@ -149,7 +152,10 @@ impl std::fmt::Debug for ReadTables {
 impl Tables<'_> {
     /// A queue by recipient ID.
     pub fn queue(&self, rid: &QueueId) -> Result<Option<QueueRecord>, StoreError> {
-        self.queues.get(&rid.0)?.map(|v| decode(v.value())).transpose()
+        self.queues
+            .get(&rid.0)?
+            .map(|v| decode(v.value()))
+            .transpose()
     }
     /// Writes a queue record.
     pub fn put_queue(&mut self, rid: &QueueId, record: &QueueRecord) -> Result<(), StoreError> {
@@ -170,8 +176,14 @@ impl Tables<'_> {
         Ok(self.senders.get(&sid.0)?.map(|v| QueueId(v.value())))
     }
     /// Appends a message at sequence `seq`.
-    pub fn put_message(&mut self, rid: &QueueId, seq: u64, msg: &StoredMessage) -> Result<(), StoreError> {
-        self.messages.insert(&(rid.0, seq), encode(msg)?.as_slice())?;
+    pub fn put_message(
+        &mut self,
+        rid: &QueueId,
+        seq: u64,
+        msg: &StoredMessage,
+    ) -> Result<(), StoreError> {
+        self.messages
+            .insert(&(rid.0, seq), encode(msg)?.as_slice())?;
         Ok(())
     }
     /// The oldest message of a queue with its sequence number.
@@ -194,7 +206,8 @@ impl Tables<'_> {
     pub fn remove_queue(&mut self, rid: &QueueId, sid: &QueueId) -> Result<(), StoreError> {
         self.queues.remove(&rid.0)?;
         self.senders.remove(&sid.0)?;
-        self.messages.retain_in((rid.0, 0)..=(rid.0, u64::MAX), |_, _| false)?;
+        self.messages
+            .retain_in((rid.0, 0)..=(rid.0, u64::MAX), |_, _| false)?;
         Ok(())
     }
 }
@@ -250,7 +263,11 @@ impl Store {
         let job: Job = Box::new(move |tables| {
             let result = f(tables);
             Box::new(move |committed: bool| {
-                let _ = tx.send(if committed { result } else { Err(StoreError::Redb("commit failed".into())) });
+                let _ = tx.send(if committed {
+                    result
+                } else {
+                    Err(StoreError::Redb("commit failed".into()))
+                });
             })
         });
         self.jobs.send(job).map_err(|_| StoreError::Closed)?;
@@ -258,7 +275,10 @@ impl Store {
     }
 
     /// Reads with a fresh read transaction.
-    pub fn read<T>(&self, f: impl FnOnce(&ReadTables) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&ReadTables) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let txn = self.db.begin_read()?;
         let tables = ReadTables {
             queues: txn.open_table(QUEUES)?,
@@ -284,10 +304,16 @@ pub struct ReadTables {
 impl ReadTables {
     /// A queue by recipient ID.
     pub fn queue(&self, rid: &QueueId) -> Result<Option<QueueRecord>, StoreError> {
-        self.queues.get(&rid.0)?.map(|v| decode(v.value())).transpose()
+        self.queues
+            .get(&rid.0)?
+            .map(|v| decode(v.value()))
+            .transpose()
     }
     /// A queue by sender ID, with its recipient ID.
-    pub fn queue_by_sender(&self, sid: &QueueId) -> Result<Option<(QueueId, QueueRecord)>, StoreError> {
+    pub fn queue_by_sender(
+        &self,
+        sid: &QueueId,
+    ) -> Result<Option<(QueueId, QueueRecord)>, StoreError> {
         let Some(rid) = self.senders.get(&sid.0)?.map(|v| QueueId(v.value())) else {
             return Ok(None);
         };
@@ -344,7 +370,11 @@ fn writer(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Job>) {
     }
 }
 
-fn run_batch(db: &Database, batch: &mut Vec<Job>, replies: &mut Vec<Box<dyn FnOnce(bool) + Send>>) -> bool {
+fn run_batch(
+    db: &Database,
+    batch: &mut Vec<Job>,
+    replies: &mut Vec<Box<dyn FnOnce(bool) + Send>>,
+) -> bool {
     let txn: WriteTransaction = match db.begin_write() {
         Ok(t) => t,
         Err(e) => {

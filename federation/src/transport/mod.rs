@@ -15,6 +15,7 @@
 //! key and the Noise handshake must prove it, so a server at the right address with the
 //! wrong key is refused with [`DialFailed::WrongKey`].
 
+pub mod connection;
 pub mod io;
 pub mod per_ip;
 pub mod session;
