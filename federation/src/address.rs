@@ -165,15 +165,28 @@ pub enum AddressError {
     },
     /// A host name is empty, too long or has characters a DNS name cannot have.
     #[error(
-        "bad host name `{0}`: letters, digits, `-` and `.` only, at most {MAX_HOST_NAME_LEN} bytes"
+        "bad host name `{0}`: lower-case letters, digits, `-` and `.` only, not all digits in the last label, at most {MAX_HOST_NAME_LEN} bytes"
     )]
     BadHostName(String),
+    /// An endpoint's port is 0 (an address must name a real port).
+    #[error("an endpoint in a relay address needs a port from 1 to 65535")]
+    ZeroPort,
+    /// The same endpoint is listed twice.
+    #[error("endpoint `{0}` is listed twice")]
+    DuplicateEndpoint(String),
+    /// The text is longer than any valid address.
+    #[error("a relay address is at most {MAX_ADDRESS_TEXT_LEN} characters")]
+    TooLong,
 }
+
+/// Longest text form accepted, checked before any parsing.
+pub const MAX_ADDRESS_TEXT_LEN: usize = 2_400;
 
 impl RelayAddress {
     /// Builds an address, checking the endpoint rules.
     pub fn new(key: RelayKey, endpoints: Vec<Endpoint>) -> Result<Self, AddressError> {
-        if key.verifying_key().is_none() {
+        // A small-order key could never sign anything that verifies strictly.
+        if key.verifying_key().is_none_or(|k| k.is_weak()) {
             return Err(AddressError::InvalidKey);
         }
         if endpoints.is_empty() {
@@ -182,9 +195,15 @@ impl RelayAddress {
         if endpoints.len() > MAX_ENDPOINTS {
             return Err(AddressError::TooManyEndpoints(endpoints.len()));
         }
-        for endpoint in &endpoints {
+        for (i, endpoint) in endpoints.iter().enumerate() {
             if let Host::Name(name) = &endpoint.host {
                 check_host_name(name)?;
+            }
+            if endpoint.port == 0 {
+                return Err(AddressError::ZeroPort);
+            }
+            if endpoints[..i].contains(endpoint) {
+                return Err(AddressError::DuplicateEndpoint(endpoint.to_string()));
             }
         }
         Ok(Self { key, endpoints })
@@ -202,11 +221,18 @@ impl RelayAddress {
 
     /// The key's text form (52 base32 characters), as used in the address.
     pub fn key_text(&self) -> String {
-        key_encoding().encode(&self.key.0)
+        key_text(&self.key)
     }
 }
 
+/// A relay key's text form (52 lower-case base32 characters).
+pub fn key_text(key: &RelayKey) -> String {
+    key_encoding().encode(&key.0)
+}
+
 fn check_host_name(name: &str) -> Result<(), AddressError> {
+    // The canonical form is lower case; a last label of digits only would look like (or
+    // be) a mistyped IPv4 literal, so it is refused rather than resolved.
     let ok = !name.is_empty()
         && name.len() <= MAX_HOST_NAME_LEN
         && name.split('.').all(|label| {
@@ -216,8 +242,12 @@ fn check_host_name(name: &str) -> Result<(), AddressError> {
                 && !label.ends_with('-')
                 && label
                     .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+        && name
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| !last.bytes().all(|b| b.is_ascii_digit()));
     if ok {
         Ok(())
     } else {
@@ -243,6 +273,9 @@ impl FromStr for RelayAddress {
 
     fn from_str(text: &str) -> Result<Self, AddressError> {
         let text = text.trim();
+        if text.len() > MAX_ADDRESS_TEXT_LEN {
+            return Err(AddressError::TooLong);
+        }
         let rest = text
             .get(..SCHEME.len())
             .filter(|s| s.eq_ignore_ascii_case(SCHEME))
@@ -255,10 +288,10 @@ impl FromStr for RelayAddress {
         let key: [u8; 32] = key_bytes.try_into().map_err(|v: Vec<u8>| {
             AddressError::BadKey(format!("{} bytes, expected 32", v.len()))
         })?;
-        let parts: Vec<&str> = endpoints_text
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .collect();
+        let parts: Vec<&str> = endpoints_text.split(',').collect();
+        if parts == [""] {
+            return Err(AddressError::NoEndpoints);
+        }
         if parts.len() > MAX_ENDPOINTS {
             return Err(AddressError::TooManyEndpoints(parts.len()));
         }
@@ -278,6 +311,9 @@ impl FromStr for Endpoint {
             endpoint: text.chars().take(80).collect(),
             reason,
         };
+        if text.is_empty() {
+            return Err(bad("empty endpoint (two commas in a row?)"));
+        }
         let (transport, rest) = match text.split_once('/') {
             Some((t, rest)) => {
                 let kind = match t.to_ascii_lowercase().as_str() {
@@ -295,8 +331,12 @@ impl FromStr for Endpoint {
             .rsplit_once(':')
             .ok_or_else(|| bad("missing `:port`"))?;
         let port: u16 = port_text
-            .parse()
-            .map_err(|_| bad("the port is not a number from 0 to 65535"))?;
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| port_text.parse().ok())
+            .flatten()
+            .filter(|_| port_text == "0" || !port_text.starts_with('0'))
+            .ok_or_else(|| bad("the port is not a number from 0 to 65535"))?;
         let host = if let Some(inner) = host_text.strip_prefix('[') {
             let inner = inner
                 .strip_suffix(']')
@@ -308,8 +348,9 @@ impl FromStr for Endpoint {
         } else if host_text.contains(':') {
             return Err(bad("write an IPv6 literal in brackets, like [::1]:5223"));
         } else {
-            check_host_name(host_text)?;
-            Host::Name(host_text.to_ascii_lowercase())
+            let name = host_text.to_ascii_lowercase();
+            check_host_name(&name)?;
+            Host::Name(name)
         };
         Ok(Endpoint {
             transport,
@@ -370,6 +411,19 @@ mod tests {
                 format!("petrel://{k}@bad_host:5"),
                 AddressError::BadHostName("bad_host".into()),
             ),
+            (
+                format!("petrel://{k}@999.1.1.1:5"),
+                AddressError::BadHostName("999.1.1.1".into()),
+            ),
+            (format!("petrel://{k}@1.2.3.4:0"), AddressError::ZeroPort),
+            (
+                format!("petrel://{k}@1.2.3.4:5,1.2.3.4:5"),
+                AddressError::DuplicateEndpoint("1.2.3.4:5".into()),
+            ),
+            (
+                format!("petrel://{k}@{}", "a".repeat(3000)),
+                AddressError::TooLong,
+            ),
         ];
         for (text, expected) in cases {
             let got = text.parse::<RelayAddress>().unwrap_err();
@@ -378,6 +432,28 @@ mod tests {
                 _ => assert_eq!(got, expected, "{text}"),
             }
         }
+        let empty_entry = format!("petrel://{k}@1.2.3.4:5,,1.2.3.4:6");
+        assert!(matches!(
+            empty_entry.parse::<RelayAddress>(),
+            Err(AddressError::BadEndpoint { .. })
+        ));
+        // The identity point is a valid encoding but a weak key.
+        let mut weak = [0u8; 32];
+        weak[0] = 1;
+        assert_eq!(
+            RelayAddress::new(RelayKey(weak), vec!["1.2.3.4:5".parse().unwrap()]),
+            Err(AddressError::InvalidKey)
+        );
+        // Upper-case names are refused in the binary form (text is lower-cased first).
+        let upper = Endpoint {
+            transport: TransportKind::Tcp,
+            host: Host::Name("Relay.example".into()),
+            port: 1,
+        };
+        assert!(matches!(
+            RelayAddress::new(key(), vec![upper]),
+            Err(AddressError::BadHostName(_))
+        ));
         for bad in [
             "1.2.3.4",
             "1.2.3.4:99999",

@@ -11,7 +11,9 @@
 //!
 //! Each delivery is `XChaCha20-Poly1305(delivery_key, nonce = msg_id ‖ 0^8,
 //! aad = recipient_id, postcard(DeliveryBody))`. Message IDs are 128-bit random values drawn
-//! by the relay, so nonces do not repeat under one key. What enters the relay (the SEND
+//! by the relay, so nonces do not repeat under one key. A stored message is sealed once and
+//! never re-sealed with different content under the same ID (a redelivery sends the same
+//! bytes), so no nonce is ever used for two plaintexts. What enters the relay (the SEND
 //! body) and what leaves it share no bytes, so an observer of both sides cannot match them.
 
 use crate::ids::{MsgId, QueueId};

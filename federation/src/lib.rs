@@ -46,3 +46,6 @@ pub const SUPPORTED_VERSIONS: std::ops::RangeInclusive<u16> = 1..=1;
 
 /// The current protocol version.
 pub const PROTOCOL_VERSION: u16 = 1;
+
+// Frames carry the version in one byte.
+const _: () = assert!(*SUPPORTED_VERSIONS.end() <= u8::MAX as u16);

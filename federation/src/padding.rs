@@ -71,10 +71,19 @@ pub fn unpad(padded: &[u8]) -> Result<&[u8], PaddingError> {
                 actual: padded.len(),
             })?;
     let declared = u32::from_be_bytes(*header) as usize;
-    rest.get(..declared).ok_or(PaddingError::Damaged {
+    let damaged = PaddingError::Damaged {
         declared,
         actual: rest.len(),
-    })
+    };
+    let (data, zeros) = (
+        rest.get(..declared).ok_or(damaged.clone())?,
+        &rest[declared..],
+    );
+    // The padding must be zeros: one valid padded form per message.
+    if zeros.iter().any(|&b| b != 0) {
+        return Err(damaged);
+    }
+    Ok(data)
 }
 
 #[cfg(test)]
@@ -101,6 +110,11 @@ mod tests {
             })
         ));
         assert!(matches!(unpad(&[0, 0]), Err(PaddingError::Damaged { .. })));
+        assert!(matches!(
+            unpad(&[0, 0, 0, 1, 7, 0, 1]),
+            Err(PaddingError::Damaged { .. })
+        ));
+        assert_eq!(unpad(&[0, 0, 0, 1, 7, 0, 0]), Ok(&[7u8][..]));
     }
 
     proptest! {

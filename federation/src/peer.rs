@@ -131,10 +131,19 @@ pub enum RelayInfoError {
     /// The signature does not verify.
     #[error("relay info signature is invalid")]
     BadSignature,
-    /// `now` is outside `valid_from..valid_until`.
+    /// `now` is outside `valid_from..valid_until` (with [`INFO_CLOCK_SLACK_SECS`] of slack).
     #[error("relay info is not valid now")]
     Expired,
+    /// The validity window is empty or longer than [`MAX_INFO_VALIDITY_SECS`].
+    #[error("relay info has an invalid validity window")]
+    BadValidity,
 }
+
+/// Longest validity window a relay info may claim (8 days).
+pub const MAX_INFO_VALIDITY_SECS: u64 = 8 * 24 * 3600;
+
+/// Clock difference tolerated when checking a relay info's validity window.
+pub const INFO_CLOCK_SLACK_SECS: u64 = 300;
 
 fn info_bytes(info: &RelayInfo) -> Vec<u8> {
     // Serialising a struct of integers and arrays into a Vec cannot fail.
@@ -155,7 +164,15 @@ impl SignedRelayInfo {
         }
         crate::auth::verify_with(&expected.0, &self.sig, &info_bytes(&self.info))
             .map_err(|_| RelayInfoError::BadSignature)?;
-        if now < self.info.valid_from || now >= self.info.valid_until {
+        let info = &self.info;
+        if info.valid_from >= info.valid_until
+            || info.valid_until - info.valid_from > MAX_INFO_VALIDITY_SECS
+        {
+            return Err(RelayInfoError::BadValidity);
+        }
+        if now.saturating_add(INFO_CLOCK_SLACK_SECS) < info.valid_from
+            || now >= info.valid_until.saturating_add(INFO_CLOCK_SLACK_SECS)
+        {
             return Err(RelayInfoError::Expired);
         }
         Ok(&self.info)

@@ -147,6 +147,14 @@ fn aead_open(kn: &KeyNonce, ciphertext: &[u8]) -> Result<Vec<u8>, SealError> {
         .map_err(|_| SealError::Decrypt)
 }
 
+/// Decodes a value that must fill `bytes` exactly.
+fn decode_exact<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, SealError> {
+    match postcard::take_from_bytes(bytes) {
+        Ok((value, [])) => Ok(value),
+        _ => Err(SealError::Malformed),
+    }
+}
+
 /// The replay-cache tag of an envelope.
 pub fn replay_tag(envelope: &SealedEnvelope) -> [u8; 32] {
     blake3::derive_key(SEAL_REPLAY_TAG, &envelope.ephemeral)
@@ -225,7 +233,7 @@ impl ResponseOpener {
         let mut plain = aead_open(&self.0, &sealed.ciphertext)?;
         let response = unpad(&plain)
             .map_err(|_| SealError::Malformed)
-            .and_then(|p| postcard::from_bytes(p).map_err(|_| SealError::Malformed));
+            .and_then(decode_exact);
         plain.zeroize();
         response
     }
@@ -296,7 +304,7 @@ pub fn open_request(
     let mut plain = aead_open(&req, &envelope.ciphertext)?;
     let request = unpad(&plain)
         .map_err(|_| SealError::Malformed)
-        .and_then(|p| postcard::from_bytes(p).map_err(|_| SealError::Malformed));
+        .and_then(decode_exact);
     plain.zeroize();
     Ok((request?, ResponseSealer(resp)))
 }

@@ -58,17 +58,25 @@ fn endpoint() -> impl Strategy<Value = Endpoint> {
     let host = prop_oneof![
         any::<[u8; 4]>().prop_map(Host::Ipv4),
         any::<[u8; 16]>().prop_map(Host::Ipv6),
-        "[a-z0-9]{1,20}(\\.[a-z]{2,10}){0,3}".prop_map(Host::Name),
+        "[a-z0-9]{0,19}[a-z](\\.[a-z]{2,10}){0,3}".prop_map(Host::Name),
     ];
-    (transport, host, any::<u16>()).prop_map(|(transport, host, port)| Endpoint {
+    (transport, host, 1..=u16::MAX).prop_map(|(transport, host, port)| Endpoint {
         transport,
         host,
         port,
     })
 }
 fn address() -> impl Strategy<Value = RelayAddress> {
-    (relay_key(), proptest::collection::vec(endpoint(), 1..=8))
-        .prop_map(|(k, e)| RelayAddress::new(k, e).unwrap())
+    (relay_key(), proptest::collection::vec(endpoint(), 1..=8)).prop_map(|(k, mut e)| {
+        // Duplicates are invalid; keep the first of each.
+        let mut seen = Vec::new();
+        e.retain(|x| {
+            let new = !seen.contains(x);
+            seen.push(x.clone());
+            new
+        });
+        RelayAddress::new(k, e).unwrap()
+    })
 }
 fn envelope() -> impl Strategy<Value = SealedEnvelope> {
     (arr32(), bytes(300)).prop_map(|(ephemeral, ciphertext)| SealedEnvelope {

@@ -303,6 +303,16 @@ impl Relay {
                 subscribe,
                 password,
             } => {
+                if password
+                    .as_ref()
+                    .is_some_and(|p| p.len() > petrel_federation::limits::MAX_PASSWORD_LEN)
+                {
+                    return Prepared::Reply(err(ErrorCode::Malformed));
+                }
+                // The dummy key's secret is public; it must never own a queue.
+                if recipient_key == dummy_verifying_key() {
+                    return Prepared::Reply(err(ErrorCode::Auth));
+                }
                 if let Some(required) = &self.config.create_password {
                     let given = password.as_deref().unwrap_or(&[]);
                     let same: bool = blake3::hash(given)
@@ -384,6 +394,9 @@ impl Relay {
                     Ok(h) => h,
                     Err(code) => return Prepared::Reply(err(code)),
                 };
+                if sender_key_hash.ct_eq(&self.dummy_hash) {
+                    return Prepared::Reply(err(ErrorCode::Auth));
+                }
                 let (rid, sender_hash) = (*recipient_id, *sender_key_hash);
                 self.pending_write(move |t| {
                     let Some(mut q) = recipient_queue(t, &rid, &hash)? else {

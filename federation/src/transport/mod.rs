@@ -144,16 +144,7 @@ fn key_text_of_peer(peer: &str) -> Option<String> {
     let peer: PeerId = peer.parse().ok()?;
     let public = identity::PublicKey::try_decode_protobuf(peer.as_ref().digest()).ok()?;
     let ed = public.try_into_ed25519().ok()?;
-    let addr = RelayAddress::new(
-        RelayKey(ed.to_bytes()),
-        vec![Endpoint {
-            transport: TransportKind::Tcp,
-            host: Host::Ipv4([0; 4]),
-            port: 0,
-        }],
-    )
-    .ok()?;
-    Some(addr.key_text())
+    Some(crate::address::key_text(&RelayKey(ed.to_bytes())))
 }
 
 /// The relay key of an Ed25519 keypair.
