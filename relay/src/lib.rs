@@ -123,6 +123,7 @@ fn address_endpoints(
     config: &Config,
     bound: &[libp2p::Multiaddr],
     internal_ws: Option<&libp2p::Multiaddr>,
+    front_door_port: Option<u16>,
 ) -> Vec<Endpoint> {
     if !config.announce.is_empty() {
         return config.announce.clone();
@@ -133,7 +134,7 @@ fn address_endpoints(
         .filter_map(endpoint_of)
         .filter(|e| !is_unspecified(&e.host))
         .collect();
-    if let Some(port) = config.port {
+    if let Some(port) = front_door_port {
         let hosts: Vec<Host> = endpoints.iter().map(|e| e.host.clone()).collect();
         for host in hosts {
             endpoints.push(Endpoint {
@@ -199,7 +200,24 @@ pub async fn run(
             })
             .cloned()
     });
-    let endpoints = address_endpoints(&config, &bound, internal_ws_bound.as_ref());
+    // The front door on $PORT (port 0 picks a free one; the address shows the real port).
+    let front_door = match config.port {
+        Some(port) => {
+            let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| RelayError::Bind { addr, source })?;
+            let port = listener.local_addr().map(|a| a.port()).unwrap_or(port);
+            Some((listener, port))
+        }
+        None => None,
+    };
+    let endpoints = address_endpoints(
+        &config,
+        &bound,
+        internal_ws_bound.as_ref(),
+        front_door.as_ref().map(|(_, port)| *port),
+    );
     let address = RelayAddress::new(keys.relay_key(), endpoints)?;
 
     let relay = Arc::new(Relay::new(store, keys, config.clone(), metrics.clone()));
@@ -225,14 +243,9 @@ pub async fn run(
             }
         });
     }
-    if let (Some(port), Some(ws)) = (
-        config.port,
-        internal_ws_bound.as_ref().and_then(endpoint_of),
-    ) {
-        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| RelayError::Bind { addr, source })?;
+    if let (Some((listener, _)), Some(ws)) =
+        (front_door, internal_ws_bound.as_ref().and_then(endpoint_of))
+    {
         let backend = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), ws.port);
         let serve = http::serve_front_door(
             listener,

@@ -1,0 +1,116 @@
+//! The PaaS mode: with `PORT` set, one port carries the WebSocket transport and the
+//! `/health` and `/metrics` paths, and the printed address lists `ws/<host>:<port>`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::RelayProcess;
+use petrel_federation::TransportKind;
+use petrel_federation::client::{Command, Response};
+use petrel_federation::transport::connection::RelayConnection;
+use std::io::{Read, Write};
+
+fn http_get(port: u16, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[tokio::test]
+async fn one_port_serves_websocket_health_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = RelayProcess::start(dir.path(), &["--port", "0"]);
+    let ws = relay
+        .address
+        .endpoints()
+        .iter()
+        .find(|e| e.transport == TransportKind::Ws)
+        .cloned()
+        .expect("a ws endpoint in the printed address");
+
+    // Only the WebSocket endpoint: the client must come in through the front door.
+    let ws_only =
+        petrel_federation::RelayAddress::new(*relay.address.key(), vec![ws.clone()]).unwrap();
+    let conn = RelayConnection::connect(&ws_only).await.unwrap();
+    assert_eq!(
+        conn.request(None, Command::Ping).await.unwrap(),
+        Response::Pong
+    );
+
+    let health = http_get(ws.port, "/health");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let metrics = http_get(ws.port, "/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(metrics.contains("petrel_commands_total"), "{metrics}");
+    assert!(metrics.contains("PING"), "{metrics}");
+}
+
+#[test]
+fn address_subcommand_prints_the_same_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = RelayProcess::start(dir.path(), &[]);
+    let expected = relay.address.to_string();
+    relay.terminate();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_petrel-relay"))
+        .args(["address", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("relay address: {expected}\n")
+    );
+    // An empty directory gives a clear error, not a panic.
+    let empty = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_petrel-relay"))
+        .args(["address", "--data-dir"])
+        .arg(empty.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("no relay identity"), "{err}");
+}
+
+#[test]
+fn bad_arguments_and_damaged_keys_give_clear_errors() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_petrel-relay"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--listen", "nonsense", "--http", "off"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad listen address"));
+    let out = run(&["--http", "localhost", "--listen", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad --http address"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("identity.key"), b"short").unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = run(&["--data-dir", d, "--listen", "127.0.0.1:0", "--http", "off"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        err.contains("damaged") && err.contains("identity.key"),
+        "{err}"
+    );
+    // A store file that is not redb: a clear error naming the file.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("relay.redb"), vec![0x42; 4096]).unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = run(&["--data-dir", d, "--listen", "127.0.0.1:0", "--http", "off"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("relay.redb"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
