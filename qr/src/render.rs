@@ -155,8 +155,10 @@ impl QrCode {
         out
     }
 
-    /// The code as an SVG document: a white square and one path of black unit squares,
-    /// `module_px` user units per module (the image scales without loss anyway).
+    /// The code as an SVG document: a white square and one path of black runs, one unit
+    /// per module, shown at `module_px` pixels per module (it scales without loss).
+    /// `stroke="none"` is explicit because some renderers (ImageMagick's own) otherwise
+    /// outline every shape.
     pub fn to_svg(&self, module_px: u32) -> String {
         let n = self.padded_width();
         let size = n as u64 * u64::from(module_px.max(1));
@@ -177,8 +179,8 @@ impl QrCode {
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
              <svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"{size}\" \
              height=\"{size}\" viewBox=\"0 0 {n} {n}\" shape-rendering=\"crispEdges\">\n\
-             <rect width=\"{n}\" height=\"{n}\" fill=\"#ffffff\"/>\n\
-             <path fill=\"#000000\" d=\"{path}\"/>\n\
+             <rect width=\"{n}\" height=\"{n}\" fill=\"#ffffff\" stroke=\"none\"/>\n\
+             <path fill=\"#000000\" stroke=\"none\" d=\"{path}\"/>\n\
              </svg>\n"
         )
     }

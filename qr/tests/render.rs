@@ -33,7 +33,11 @@ fn png_has_the_quiet_zone_and_the_asked_size() {
     for i in 0..image.width() {
         for j in 0..q {
             assert_eq!(image.get_pixel(i, j).0[0], 255, "top quiet zone at {i},{j}");
-            assert_eq!(image.get_pixel(j, i).0[0], 255, "left quiet zone at {j},{i}");
+            assert_eq!(
+                image.get_pixel(j, i).0[0],
+                255,
+                "left quiet zone at {j},{i}"
+            );
         }
     }
     assert_eq!(image.get_pixel(q, q).0[0], 0, "finder pattern corner");
@@ -45,14 +49,21 @@ fn rasterize_svg(svg: &str, px: u32) -> GrayImage {
     let view = svg.split("viewBox=\"0 0 ").nth(1).unwrap();
     let n: u32 = view.split(' ').next().unwrap().parse().unwrap();
     let mut image = GrayImage::from_pixel(n * px, n * px, Luma([255]));
-    let d = svg.split(" d=\"").nth(1).unwrap().split('"').next().unwrap();
+    let d = svg
+        .split(" d=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
     for run in d.split('z').filter(|r| !r.is_empty()) {
         let rest = run.strip_prefix('M').unwrap();
         let (xy, rest) = rest.split_once('h').unwrap();
         let (x, y) = xy.split_once(' ').unwrap();
         let (len, rest) = rest.split_once('v').unwrap();
         assert_eq!(rest, format!("1h-{len}"));
-        let (x, y, len): (u32, u32, u32) = (x.parse().unwrap(), y.parse().unwrap(), len.parse().unwrap());
+        let (x, y, len): (u32, u32, u32) =
+            (x.parse().unwrap(), y.parse().unwrap(), len.parse().unwrap());
         for yy in y * px..(y + 1) * px {
             for xx in x * px..(x + len) * px {
                 image.put_pixel(xx, yy, Luma([0]));
@@ -69,7 +80,10 @@ fn svg_round_trip_for_every_sample() {
         let svg = code.to_svg(8);
         assert!(svg.starts_with("<?xml") && svg.trim_end().ends_with("</svg>"));
         let side = 8 * code.padded_width();
-        assert!(svg.contains(&format!("width=\"{side}\" height=\"{side}\"")), "{name}");
+        assert!(
+            svg.contains(&format!("width=\"{side}\" height=\"{side}\"")),
+            "{name}"
+        );
         let image = rasterize_svg(&svg, 4);
         // The SVG shows exactly the modules of the code.
         let n = code.padded_width();
@@ -92,7 +106,9 @@ fn svg_round_trip_for_every_sample() {
 fn modules_from_terminal(text: &str, ink_is_dark: bool) -> Vec<Vec<bool>> {
     let mut rows = Vec::new();
     for line in text.lines() {
-        let line = line.replace("\x1b[38;5;16;48;5;231m", "").replace("\x1b[0m", "");
+        let line = line
+            .replace("\x1b[38;5;16;48;5;231m", "")
+            .replace("\x1b[0m", "");
         let (mut top, mut bottom) = (Vec::new(), Vec::new());
         for c in line.chars() {
             let (t, b) = match c {
@@ -125,7 +141,10 @@ fn terminal_output_round_trips_in_every_style() {
         assert_eq!(text.lines().count(), n.div_ceil(2), "{style:?}");
         if style == TerminalStyle::Colored {
             // Every line sets its own colours and resets them, so nothing leaks.
-            assert!(text.lines().all(|l| l.starts_with("\x1b[38;5;16;48;5;231m") && l.ends_with("\x1b[0m")));
+            assert!(
+                text.lines()
+                    .all(|l| l.starts_with("\x1b[38;5;16;48;5;231m") && l.ends_with("\x1b[0m"))
+            );
         } else {
             assert!(!text.contains('\x1b'));
         }
@@ -146,12 +165,15 @@ fn terminal_output_round_trips_in_every_style() {
             _ => 230u8,
         };
         let dark_theme = style == TerminalStyle::PlainLightOnDark;
-        let mut shots = vec![screenshot(&rows, n, |dark| glyph_on_theme(dark == ink_is_dark, dark_theme))];
+        let mut shots = vec![screenshot(&rows, n, |dark| {
+            glyph_on_theme(dark == ink_is_dark, dark_theme)
+        })];
         if style == TerminalStyle::PlainDarkOnLight {
             shots.push(screenshot(&rows, n, |dark| glyph_on_theme(dark, true)));
         }
         for (side, pixels) in shots {
-            let decoded = scan_luma(side, side, &pixels).unwrap_or_else(|e| panic!("{style:?}: {e}"));
+            let decoded =
+                scan_luma(side, side, &pixels).unwrap_or_else(|e| panic!("{style:?}: {e}"));
             assert_eq!(decoded.payload, payload);
         }
     }
@@ -179,7 +201,12 @@ fn default_invitation_fits_the_promised_qr_versions() {
     let cases: [(&str, Payload, u8, usize); 3] = [
         ("one IPv4 endpoint", common::default_invitation(), 7, 161),
         ("one wss host name", common::paas_invitation(), 8, 195),
-        ("relay address, one IPv4 endpoint", common::samples()[3].1.clone(), 4, 83),
+        (
+            "relay address, one IPv4 endpoint",
+            common::samples()[3].1.clone(),
+            4,
+            83,
+        ),
     ];
     for (name, payload, version, link_chars) in cases {
         let code = QrCode::new(&payload).unwrap();

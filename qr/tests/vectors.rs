@@ -34,7 +34,10 @@ fn payload_of(v: &Vector) -> Payload {
 }
 
 fn hex(text: &str) -> Vec<u8> {
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap()).collect()
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 fn error_name(e: &PayloadError) -> &'static str {
@@ -73,11 +76,23 @@ fn payload_vectors_match_byte_for_byte() {
     for (name, v) in files.iter().filter(|(n, _)| !n.starts_with("error-")) {
         let payload = payload_of(v);
         assert_eq!(payload.to_bytes().unwrap(), v.bytes, "{name}: encoding");
-        assert_eq!(Payload::from_bytes(&v.bytes).unwrap(), payload, "{name}: decoding");
+        assert_eq!(
+            Payload::from_bytes(&v.bytes).unwrap(),
+            payload,
+            "{name}: decoding"
+        );
         assert_eq!(payload.to_link().unwrap(), v.field("link"), "{name}: link");
-        assert_eq!(Payload::from_link(v.field("link")).unwrap(), payload, "{name}");
+        assert_eq!(
+            Payload::from_link(v.field("link")).unwrap(),
+            payload,
+            "{name}"
+        );
         let code = QrCode::new(&payload).unwrap();
-        assert_eq!(code.version().to_string(), v.field("qr_version"), "{name}: QR version");
+        assert_eq!(
+            code.version().to_string(),
+            v.field("qr_version"),
+            "{name}: QR version"
+        );
         // The checksum is what the specification says it is.
         let (covered, check) = v.bytes.split_at(v.bytes.len() - 4);
         let mut expected = [0u8; 4];
@@ -86,13 +101,20 @@ fn payload_vectors_match_byte_for_byte() {
         assert_eq!(checksum(covered), expected);
         checked += 1;
     }
-    assert!(checked >= 4, "expected the payload vectors in {:?}", vectors_dir());
+    assert!(
+        checked >= 4,
+        "expected the payload vectors in {:?}",
+        vectors_dir()
+    );
 }
 
 #[test]
 fn error_vectors_give_their_errors() {
     let mut checked = 0;
-    for (name, v) in vector_files().iter().filter(|(n, _)| n.starts_with("error-")) {
+    for (name, v) in vector_files()
+        .iter()
+        .filter(|(n, _)| n.starts_with("error-"))
+    {
         let result = match v.fields.iter().find(|(k, _)| k == "link") {
             Some((_, link)) => Payload::from_link(link),
             None => Payload::from_bytes(&v.bytes),
@@ -114,11 +136,31 @@ fn write_vectors() {
     let dir = vectors_dir();
     std::fs::create_dir_all(&dir).unwrap();
     for (file, title, payload) in [
-        ("invitation-connect-ipv4.txt", "invitation (connect) through a relay with one IPv4 endpoint; the default invitation", common::default_invitation()),
-        ("invitation-connect-wss.txt", "invitation (connect) through a relay behind a PaaS router (one wss host name)", common::paas_invitation()),
-        ("invitation-rekey-two-endpoints.txt", "invitation (rekey) through a relay with an IPv4 and an IPv6 QUIC endpoint", common::samples()[2].1.clone()),
-        ("relay-address.txt", "relay address with one IPv4 endpoint", common::samples()[3].1.clone()),
-        ("relay-address-three-endpoints.txt", "relay address with tcp IPv4, ws IPv6 and wss host-name endpoints", common::samples()[4].1.clone()),
+        (
+            "invitation-connect-ipv4.txt",
+            "invitation (connect) through a relay with one IPv4 endpoint; the default invitation",
+            common::default_invitation(),
+        ),
+        (
+            "invitation-connect-wss.txt",
+            "invitation (connect) through a relay behind a PaaS router (one wss host name)",
+            common::paas_invitation(),
+        ),
+        (
+            "invitation-rekey-two-endpoints.txt",
+            "invitation (rekey) through a relay with an IPv4 and an IPv6 QUIC endpoint",
+            common::samples()[2].1.clone(),
+        ),
+        (
+            "relay-address.txt",
+            "relay address with one IPv4 endpoint",
+            common::samples()[3].1.clone(),
+        ),
+        (
+            "relay-address-three-endpoints.txt",
+            "relay address with tcp IPv4, ws IPv6 and wss host-name endpoints",
+            common::samples()[4].1.clone(),
+        ),
     ] {
         std::fs::write(dir.join(file), annotate(title, &payload)).unwrap();
     }
@@ -132,12 +174,45 @@ fn write_vectors() {
     let mut trailing = bytes.clone();
     trailing.push(0);
     let errors: [(&str, &str, String); 6] = [
-        ("error-truncated-link.txt", "truncated", format!("link = {}", &link[..link.len() - 20])),
-        ("error-checksum-mismatch.txt", "checksum-mismatch", hex_lines(&flipped, "the default invitation with bit 2 of byte 40 flipped")),
-        ("error-unsupported-version.txt", "unsupported-version", hex_lines(&newer, "tag 0x12 (invitation version 2), empty body, valid checksum")),
-        ("error-not-petrel.txt", "not-petrel", "link = https://example.org/login".into()),
-        ("error-bad-character.txt", "bad-character", format!("link = {}1{}", &link[..20], &link[21..])),
-        ("error-trailing-byte.txt", "malformed", hex_lines(&trailing, "the default invitation and one stray byte after the checksum")),
+        (
+            "error-truncated-link.txt",
+            "truncated",
+            format!("link = {}", &link[..link.len() - 20]),
+        ),
+        (
+            "error-checksum-mismatch.txt",
+            "checksum-mismatch",
+            hex_lines(
+                &flipped,
+                "the default invitation with bit 2 of byte 40 flipped",
+            ),
+        ),
+        (
+            "error-unsupported-version.txt",
+            "unsupported-version",
+            hex_lines(
+                &newer,
+                "tag 0x12 (invitation version 2), empty body, valid checksum",
+            ),
+        ),
+        (
+            "error-not-petrel.txt",
+            "not-petrel",
+            "link = https://example.org/login".into(),
+        ),
+        (
+            "error-bad-character.txt",
+            "bad-character",
+            format!("link = {}1{}", &link[..20], &link[21..]),
+        ),
+        (
+            "error-trailing-byte.txt",
+            "malformed",
+            hex_lines(
+                &trailing,
+                "the default invitation and one stray byte after the checksum",
+            ),
+        ),
     ];
     for (file, expect, input) in errors {
         let text = format!(
@@ -158,7 +233,11 @@ fn hex_lines(bytes: &[u8], note: &str) -> String {
 }
 
 fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The frame of `payload`, one field per line, each with its meaning.
@@ -171,11 +250,23 @@ fn annotate(title: &str, payload: &Payload) -> String {
         at += n;
     };
     let tag = bytes[0];
-    let kind = if tag >> 4 == 1 { "invitation" } else { "relay address" };
-    take(1, format!("tag: kind {} ({kind}), version {}", tag >> 4, tag & 15), &mut lines);
+    let kind = if tag >> 4 == 1 {
+        "invitation"
+    } else {
+        "relay address"
+    };
+    take(
+        1,
+        format!("tag: kind {} ({kind}), version {}", tag >> 4, tag & 15),
+        &mut lines,
+    );
     let len_bytes = if bytes[1] < 0x80 { 1 } else { 2 };
     let body_len = bytes.len() - 1 - len_bytes - 4;
-    take(len_bytes, format!("body length: {body_len} (LEB128)"), &mut lines);
+    take(
+        len_bytes,
+        format!("body length: {body_len} (LEB128)"),
+        &mut lines,
+    );
     let relay = match payload {
         Payload::Invitation(inv) => {
             let p = match inv.purpose {
@@ -188,12 +279,24 @@ fn annotate(title: &str, payload: &Payload) -> String {
         Payload::RelayAddress(relay) => relay,
         _ => unreachable!(),
     };
-    take(32, "relay key (Ed25519 public key, 32 bytes)".into(), &mut lines);
-    take(1, format!("endpoint count: {}", relay.endpoints().len()), &mut lines);
+    take(
+        32,
+        "relay key (Ed25519 public key, 32 bytes)".into(),
+        &mut lines,
+    );
+    take(
+        1,
+        format!("endpoint count: {}", relay.endpoints().len()),
+        &mut lines,
+    );
     for (i, e) in relay.endpoints().iter().enumerate() {
         let transport = format!("{:?}", e.transport).to_lowercase();
         let t = e.transport as u8;
-        take(1, format!("endpoint {}: transport {t} = {transport}", i + 1), &mut lines);
+        take(
+            1,
+            format!("endpoint {}: transport {t} = {transport}", i + 1),
+            &mut lines,
+        );
         match &e.host {
             Host::Ipv4(_) => {
                 take(1, "  host: 0 = IPv4".into(), &mut lines);
@@ -208,14 +311,23 @@ fn annotate(title: &str, payload: &Payload) -> String {
                 take(1, format!("  name length: {}", n.len()), &mut lines);
                 take(n.len(), format!("  \"{n}\""), &mut lines);
             }
-            _ => unreachable!(),
         }
-        let port_len = if e.port < 0x80 { 1 } else if e.port < 0x4000 { 2 } else { 3 };
+        let port_len = if e.port < 0x80 {
+            1
+        } else if e.port < 0x4000 {
+            2
+        } else {
+            3
+        };
         take(port_len, format!("  port {} (LEB128)", e.port), &mut lines);
     }
     if let Payload::Invitation(_) = payload {
         take(16, "sender ID (16 bytes)".into(), &mut lines);
-        take(32, "invitation key (X25519 public key, 32 bytes)".into(), &mut lines);
+        take(
+            32,
+            "invitation key (X25519 public key, 32 bytes)".into(),
+            &mut lines,
+        );
     }
     take(
         4,
@@ -229,22 +341,40 @@ fn annotate(title: &str, payload: &Payload) -> String {
          # Format: specs/qr.md. Fields are the inputs; the hex lines are the frame, one field\n\
          # per line (long fields wrap), '#' starts an annotation. Tests: qr/tests/vectors.rs.\n"
     );
-    let kind_field = if tag >> 4 == 1 { "invitation" } else { "relay-address" };
+    let kind_field = if tag >> 4 == 1 {
+        "invitation"
+    } else {
+        "relay-address"
+    };
     out.push_str(&format!("kind = {kind_field}\n"));
     if let Payload::Invitation(inv) = payload {
-        let p = if inv.purpose == Purpose::Connect { "connect" } else { "rekey" };
+        let p = if inv.purpose == Purpose::Connect {
+            "connect"
+        } else {
+            "rekey"
+        };
         out.push_str(&format!("purpose = {p}\n"));
         out.push_str(&format!("relay = {}\n", inv.relay));
         out.push_str(&format!("sender_id = {}\n", inv.sender_id.to_hex()));
-        out.push_str(&format!("dh_key = {}\n", to_hex(&inv.dh_key).replace(' ', "")));
+        out.push_str(&format!(
+            "dh_key = {}\n",
+            to_hex(&inv.dh_key).replace(' ', "")
+        ));
     } else {
         out.push_str(&format!("relay = {relay}\n"));
     }
     out.push_str(&format!("link = {}\n", payload.to_link().unwrap()));
-    out.push_str(&format!("qr_version = {}\n\n", QrCode::new(payload).unwrap().version()));
+    out.push_str(&format!(
+        "qr_version = {}\n\n",
+        QrCode::new(payload).unwrap().version()
+    ));
     for (chunk, note) in lines {
         for (i, part) in chunk.chunks(16).enumerate() {
-            let note = if i == 0 { note.as_str() } else { "  (continued)" };
+            let note = if i == 0 {
+                note.as_str()
+            } else {
+                "  (continued)"
+            };
             out.push_str(&format!("{:<48} # {note}\n", to_hex(part)));
         }
     }

@@ -102,7 +102,8 @@ fn endpoint() -> impl Strategy<Value = Endpoint> {
     let host = prop_oneof![
         any::<[u8; 4]>().prop_map(Host::Ipv4),
         any::<[u8; 16]>().prop_map(Host::Ipv6),
-        "[a-z0-9]{1,20}(\\.[a-z0-9]{1,12}){0,3}".prop_map(Host::Name),
+        // The last label must not be all digits (it would look like an IPv4 literal).
+        "([a-z0-9]{1,20}\\.){0,3}[a-z][a-z0-9]{0,11}".prop_map(Host::Name),
     ];
     (transport, host, any::<u16>()).prop_map(|(transport, host, port)| Endpoint {
         transport,

@@ -195,7 +195,9 @@ pub fn photograph(code: &GrayImage, shot: &Shot, rng: &mut ChaCha8Rng) -> Vec<u8
         for chunk in image.chunks_mut(8) {
             let bytes = rng.next_u64().to_le_bytes();
             for (p, &b) in chunk.iter_mut().zip(&bytes) {
-                *p = (f32::from(*p) + table[usize::from(b)]).round().clamp(0.0, 255.0) as u8;
+                *p = (f32::from(*p) + table[usize::from(b)])
+                    .round()
+                    .clamp(0.0, 255.0) as u8;
             }
         }
     }
@@ -220,7 +222,9 @@ pub fn encode(photo: &GrayImage, jpeg: Option<u8>) -> Vec<u8> {
 /// around a code in a real photo, including one fake finder pattern.
 fn background(side: usize, clutter: bool, rng: &mut ChaCha8Rng) -> Canvas {
     let base = rng.random_range(150.0f32..220.0);
-    let ramp: Vec<f32> = (0..2 * side).map(|i| base + 20.0 * (i as f32 / side as f32 - 1.0)).collect();
+    let ramp: Vec<f32> = (0..2 * side)
+        .map(|i| base + 20.0 * (i as f32 / side as f32 - 1.0))
+        .collect();
     let mut px = Vec::with_capacity(side * side);
     for y in 0..side {
         px.extend_from_slice(&ramp[y..y + side]);
@@ -327,7 +331,11 @@ fn normal_table(sigma: f32) -> [f32; 256] {
         let (mut lo, mut hi) = (-6.0f64, 6.0f64);
         for _ in 0..50 {
             let mid = (lo + hi) / 2.0;
-            if cdf(mid) < target { lo = mid } else { hi = mid }
+            if cdf(mid) < target {
+                lo = mid
+            } else {
+                hi = mid
+            }
         }
         (lo as f32) * sigma
     })
@@ -336,8 +344,10 @@ fn normal_table(sigma: f32) -> [f32; 256] {
 /// The error function (Abramowitz and Stegun 7.1.26, error below 1.5e-7).
 fn erf(x: f64) -> f64 {
     let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
-    let poly = t * (0.254_829_592
-        + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
     let y = 1.0 - poly * (-x * x).exp();
     if x < 0.0 { -y } else { y }
 }
