@@ -81,14 +81,13 @@ pub fn verify_with(key: &[u8; 32], sig: &Signature, msg: &[u8]) -> Result<(), Au
     key.verify_strict(msg, &sig).map_err(|_| AuthError)
 }
 
-/// The fixed key a relay verifies against when a queue does not exist, so that the missing
-/// queue costs as much as a wrong key. Its secret is public (all-0x01 seed); it never
-/// authorises anything because no queue stores its hash.
-/// Computed once, so the missing-queue path does no extra work.
+/// The key a relay verifies against when a queue does not exist, so that the missing
+/// queue costs as much as a wrong key. Drawn at random once per process: nobody knows its
+/// secret, and it never authorises anything because no queue stores its hash.
 pub fn dummy_verifying_key() -> &'static [u8; 32] {
     static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
     KEY.get_or_init(|| {
-        SigningKey::from_bytes(&[1u8; 32])
+        SigningKey::generate(&mut rand::rng())
             .verifying_key()
             .to_bytes()
     })

@@ -12,7 +12,7 @@
 //! | command | auth | signed by |
 //! |---|---|---|
 //! | CREATE | required | the new recipient key (proof of possession) |
-//! | SECURE, SUB, ACK, GET, SUSPEND, DELETE | required | the queue's recipient key |
+//! | SECURE, SUB, ACK, GET, SUSPEND, DELETE, RESTRICT | required | the queue's recipient key |
 //! | SEND | required once secured, absent before | the queue's sender key |
 //! | PING, RELAY_INFO, FORWARD, FORWARD_STATUS | absent | — |
 
@@ -20,7 +20,7 @@ use crate::address::RelayAddress;
 use crate::auth::Auth;
 use crate::error::ErrorCode;
 use crate::frame::WireMessage;
-use crate::ids::{KeyHash, MsgId, QueueId, SessionId};
+use crate::ids::{KeyHash, MsgId, QueueId, RelayKey, SessionId};
 use crate::peer::SignedRelayInfo;
 use crate::seal::{SealedEnvelope, SealedResponse};
 use serde::{Deserialize, Serialize};
@@ -153,8 +153,23 @@ pub enum Command {
     ForwardStatus {
         /// The ID from [`Response::Accepted`].
         forward_id: MsgId,
+        /// Seconds the relay may hold the answer while the forward is still pending
+        /// (long poll; at most [`MAX_STATUS_WAIT_SECS`]). 0 answers at once.
+        wait_secs: u8,
+    },
+    /// 12 — Accept SENDs to this queue only when they come through one of these relays
+    /// (forwarded by them, or sent directly to this relay if it is listed). An empty list
+    /// lifts the restriction. At most [`MAX_FORWARDERS`](crate::limits::MAX_FORWARDERS).
+    Restrict {
+        /// The queue.
+        recipient_id: QueueId,
+        /// The relays allowed to hand SENDs to this queue.
+        forwarders: Vec<RelayKey>,
     },
 }
+
+/// Longest long-poll FORWARD_STATUS may ask for, in seconds.
+pub const MAX_STATUS_WAIT_SECS: u8 = 30;
 
 impl Command {
     /// The name used in logs and metrics (never with arguments).
@@ -172,6 +187,7 @@ impl Command {
             Command::RelayInfo { .. } => "RELAY_INFO",
             Command::Forward { .. } => "FORWARD",
             Command::ForwardStatus { .. } => "FORWARD_STATUS",
+            Command::Restrict { .. } => "RESTRICT",
         }
     }
 }

@@ -89,6 +89,14 @@ impl KeyHash {
         ))
     }
 
+    /// Hashes a relay key for a queue's forwarder list (RESTRICT).
+    pub fn of_forwarder(relay: &RelayKey) -> Self {
+        Self(blake3::derive_key(
+            crate::labels::FORWARDER_KEY_HASH,
+            &relay.0,
+        ))
+    }
+
     /// Constant-time equality.
     pub fn ct_eq(&self, other: &KeyHash) -> bool {
         self.0.ct_eq(&other.0).into()

@@ -25,3 +25,7 @@ pub const SEAL_RESPONSE: &str = "petrel v1 sealed response";
 
 /// BLAKE3 `derive_key` context for the replay-cache tag of a sealed envelope.
 pub const SEAL_REPLAY_TAG: &str = "petrel v1 sealed envelope replay tag";
+
+/// BLAKE3 `derive_key` context for the hash a relay stores of a relay key a queue owner
+/// allowed to hand it SENDs (RESTRICT).
+pub const FORWARDER_KEY_HASH: &str = "petrel v1 forwarder key hash";

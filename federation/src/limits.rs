@@ -33,3 +33,11 @@ pub const HANDSHAKE_TIMEOUT_SECS: u64 = 10;
 /// Seconds a connection may stay without any traffic before it is closed. Clients send
 /// `PING` more often than this to stay subscribed.
 pub const IDLE_TIMEOUT_SECS: u64 = 120;
+
+/// Oldest forwarded request a destination accepts, in seconds (48 hours): how long a
+/// forwarding relay's outbox may keep trying. Replay tags are kept this long plus
+/// [`FORWARD_MAX_SKEW_SECS`].
+pub const FORWARD_MAX_AGE_SECS: u64 = 48 * 3600;
+
+/// Most relays a RESTRICT may list.
+pub const MAX_FORWARDERS: usize = 8;

@@ -407,8 +407,32 @@ fn client_frame() {
             ),
             (
                 "forward_status",
-                cf(12, None, Command::ForwardStatus { forward_id: mid() }),
-                cf_head(12, false, 11, "ForwardStatus").raw(&mid().0, "forward_id"),
+                cf(
+                    12,
+                    None,
+                    Command::ForwardStatus {
+                        forward_id: mid(),
+                        wait_secs: 10,
+                    },
+                ),
+                cf_head(12, false, 11, "ForwardStatus")
+                    .raw(&mid().0, "forward_id")
+                    .byte(10, "wait_secs = 10 (u8)"),
+            ),
+            (
+                "restrict",
+                cf(
+                    13,
+                    Some(auth()),
+                    Command::Restrict {
+                        recipient_id: rid(),
+                        forwarders: vec![relay_key()],
+                    },
+                ),
+                cf_head(13, true, 12, "Restrict")
+                    .raw(&rid().0, "recipient_id")
+                    .varint(1, "forwarders: count 1")
+                    .raw(&relay_key().0, "forwarder relay key"),
             ),
         ],
     );

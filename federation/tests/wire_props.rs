@@ -153,7 +153,16 @@ fn command() -> impl Strategy<Value = Command> {
             destination,
             envelope
         }),
-        mid().prop_map(|forward_id| Command::ForwardStatus { forward_id }),
+        (mid(), any::<u8>()).prop_map(|(forward_id, wait_secs)| Command::ForwardStatus {
+            forward_id,
+            wait_secs
+        }),
+        (qid(), proptest::collection::vec(relay_key(), 0..3)).prop_map(
+            |(recipient_id, forwarders)| Command::Restrict {
+                recipient_id,
+                forwarders
+            }
+        ),
     ]
 }
 fn client_frame() -> impl Strategy<Value = ClientFrame> {

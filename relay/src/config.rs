@@ -38,6 +38,25 @@ pub struct Limits {
     pub handshake_timeout_secs: u64,
     /// Seconds a session may stay silent before it is closed.
     pub idle_timeout_secs: u64,
+    /// Seconds the forwarding outbox keeps trying (at most the protocol's 48 hours).
+    pub outbox_ttl_secs: u64,
+    /// Envelopes the outbox may hold in total.
+    pub max_outbox: usize,
+    /// Envelopes the outbox may hold for one destination.
+    pub max_outbox_per_destination: usize,
+    /// Seconds a synchronous forward (dial + answer) may take before it goes to the outbox.
+    pub forward_timeout_secs: u64,
+    /// First outbox retry delay, in milliseconds (doubles per attempt).
+    pub forward_retry_min_ms: u64,
+    /// Longest outbox retry delay, in seconds.
+    pub forward_retry_max_secs: u64,
+    /// Forwards per second one peer relay may send (sustained).
+    pub peer_forwards_per_sec: u32,
+    /// Forwards one peer relay may send in a burst.
+    pub peer_forward_burst: u32,
+    /// Bad forwards (undecodable, unopenable, stale, replayed) after which a peer session
+    /// is closed.
+    pub peer_max_bad_forwards: u32,
 }
 
 impl Default for Limits {
@@ -54,6 +73,15 @@ impl Default for Limits {
             max_sessions: 20_000,
             handshake_timeout_secs: limits::HANDSHAKE_TIMEOUT_SECS,
             idle_timeout_secs: limits::IDLE_TIMEOUT_SECS,
+            outbox_ttl_secs: limits::FORWARD_MAX_AGE_SECS,
+            max_outbox: 100_000,
+            max_outbox_per_destination: 10_000,
+            forward_timeout_secs: 5,
+            forward_retry_min_ms: 1_000,
+            forward_retry_max_secs: 60,
+            peer_forwards_per_sec: 5_000,
+            peer_forward_burst: 10_000,
+            peer_max_bad_forwards: 100,
         }
     }
 }
@@ -66,6 +94,18 @@ impl Limits {
     /// The idle timeout.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs.max(1))
+    }
+    /// The synchronous forward timeout.
+    pub fn forward_timeout(&self) -> Duration {
+        Duration::from_secs(self.forward_timeout_secs.max(1))
+    }
+    /// The first retry delay.
+    pub fn forward_retry_min(&self) -> Duration {
+        Duration::from_millis(self.forward_retry_min_ms.max(1))
+    }
+    /// The longest retry delay.
+    pub fn forward_retry_max(&self) -> Duration {
+        Duration::from_secs(self.forward_retry_max_secs.max(1))
     }
 }
 
@@ -86,6 +126,11 @@ pub struct Config {
     pub create_password: Option<String>,
     /// Limits.
     pub limits: Limits,
+    /// Forwarding policy.
+    pub forwarding: crate::forward::ForwardingMode,
+    /// Forward to relays whose endpoints are all loopback or private addresses (off by
+    /// default, so clients cannot make the relay probe its own network).
+    pub forward_to_private: bool,
     /// Where time comes from.
     pub clock: Clock,
 }
@@ -106,6 +151,12 @@ pub struct FileConfig {
     pub create_password: Option<String>,
     /// Limits.
     pub limits: Option<Limits>,
+    /// Forwarding: "open", "off", or "peers".
+    pub forwarding: Option<String>,
+    /// Relay addresses or keys allowed with forwarding = "peers".
+    pub forward_peers: Option<Vec<String>>,
+    /// Allow forwarding to loopback and private addresses.
+    pub forward_to_private: Option<bool>,
 }
 
 /// A configuration error, with what to fix.
@@ -144,6 +195,42 @@ pub enum ConfigError {
     /// The HTTP address is not `host:port` or `off`.
     #[error("bad --http address `{0}`: use host:port (like 127.0.0.1:8080) or `off`")]
     Http(String),
+    /// The forwarding mode is not open, off or peers.
+    #[error("bad --forwarding `{0}`: use open, off or peers")]
+    Forwarding(String),
+    /// A forwarding peer is neither a relay address nor a relay key.
+    #[error(
+        "bad --forward-peer `{0}`: give a relay address (petrel://...) or its 52-character key"
+    )]
+    ForwardPeer(String),
+}
+
+/// Parses the forwarding mode and its peer list.
+pub fn parse_forwarding(
+    mode: &str,
+    peers: &[String],
+) -> Result<crate::forward::ForwardingMode, ConfigError> {
+    use crate::forward::ForwardingMode;
+    match mode.to_ascii_lowercase().as_str() {
+        "open" => Ok(ForwardingMode::Open),
+        "off" => Ok(ForwardingMode::Off),
+        "peers" => peers
+            .iter()
+            .map(|p| parse_relay_key(p).ok_or_else(|| ConfigError::ForwardPeer(p.clone())))
+            .collect::<Result<Vec<_>, _>>()
+            .map(ForwardingMode::Peers),
+        _ => Err(ConfigError::Forwarding(mode.to_string())),
+    }
+}
+
+fn parse_relay_key(text: &str) -> Option<petrel_federation::RelayKey> {
+    if let Ok(addr) = text.parse::<petrel_federation::RelayAddress>() {
+        return Some(*addr.key());
+    }
+    // A bare key: reuse the address parser with a placeholder endpoint.
+    let addr: petrel_federation::RelayAddress =
+        format!("petrel://{text}@127.0.0.1:1").parse().ok()?;
+    Some(*addr.key())
 }
 
 impl FileConfig {

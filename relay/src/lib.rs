@@ -19,6 +19,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod forward;
 pub mod http;
 pub mod keys;
 pub mod metrics;
@@ -189,7 +190,7 @@ pub async fn run(
     if let Some(ws) = &internal_ws {
         listen.push(ws.clone());
     }
-    let node = Node::start(keypair, &listen, transport_limits).await?;
+    let node = Arc::new(Node::start(keypair, &listen, transport_limits).await?);
     let bound = node.listen_addrs();
     // The internal WebSocket listener's real address (port 0 was replaced).
     let internal_ws_bound = internal_ws.as_ref().and_then(|_| {
@@ -223,6 +224,9 @@ pub async fn run(
     let relay = Arc::new(Relay::new(store, keys, config.clone(), metrics.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    let forwarder = Arc::new(forward::Forwarder::new(node.clone(), &relay));
+    relay.set_forwarder(forwarder.clone());
+    tasks.spawn(forwarder.clone().run_outbox(relay.clone(), stop_rx.clone()));
 
     // Operations HTTP.
     let health_relay = relay.clone();
@@ -262,12 +266,15 @@ pub async fn run(
         });
     }
 
+    // Register the protocols before announcing the address, so a client that connects at
+    // once finds them.
+    let mut incoming = node.accept(client::PROTOCOL)?;
+    let mut peers = node.accept(peer::PROTOCOL)?;
     let _ = std::fs::write(config.data_dir.join(ADDRESS_FILE), format!("{address}\n"));
     on_ready(&address);
     tracing::info!("relay started");
 
     // Client sessions.
-    let mut incoming = node.accept(client::PROTOCOL)?;
     let session_relay = relay.clone();
     let session_stop = stop_rx.clone();
     let max_sessions = limits.max_sessions as usize;
@@ -295,40 +302,11 @@ pub async fn run(
         .await;
     });
 
-    // Relay peers.
-    let mut peers = node.accept(peer::PROTOCOL)?;
+    // Relay peers: forwards other relays bring, and requests for this relay's info.
     let peer_relay = relay.clone();
     tasks.spawn(async move {
-        while let Some((_peer, mut stream)) = peers.next().await {
-            let relay = peer_relay.clone();
-            tokio::spawn(async move {
-                let Ok(Ok(version)) = tokio::time::timeout(
-                    relay.config.limits.handshake_timeout(),
-                    petrel_federation::transport::session::accept_peer_hello(&mut stream),
-                )
-                .await
-                else {
-                    return;
-                };
-                let version = version as u8;
-                while let Ok(request) =
-                    read_message::<PeerRequest, _>(&mut stream, version, MAX_FRAME_LEN).await
-                {
-                    let reply = match request {
-                        PeerRequest::Info { corr } => PeerReply::Info {
-                            corr,
-                            info: relay.relay_info(),
-                        },
-                        PeerRequest::Forward { corr, .. } => PeerReply::Error {
-                            corr,
-                            code: ErrorCode::ForwardDenied,
-                        },
-                    };
-                    if write_message(&mut stream, version, &reply).await.is_err() {
-                        break;
-                    }
-                }
-            });
+        while let Some((peer_id, stream)) = peers.next().await {
+            tokio::spawn(serve_peer(peer_relay.clone(), peer_id, stream));
         }
     });
 
@@ -341,6 +319,14 @@ pub async fn run(
                 Ok(n) if n > 0 => tracing::debug!(count = n, "expired messages deleted"),
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "sweep failed"),
+            }
+            let now = sweep_relay.clock().now();
+            let purged = sweep_relay
+                .store
+                .write(move |t| t.purge_forwarding(now, forward::RESULT_TTL_SECS))
+                .await;
+            if let Err(e) = purged {
+                tracing::error!(error = %e, "purging replay tags failed");
             }
             if let Ok((queues, messages)) = sweep_relay.store.counts() {
                 sweep_relay.metrics.set_queues(queues);
@@ -355,14 +341,103 @@ pub async fn run(
 
     shutdown.await;
     tracing::info!("shutting down: draining sessions");
+    drop(forwarder);
     relay.start_draining();
     let _ = stop_tx.send(true);
     let _ = accept.await;
-    node.shutdown().await;
     tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    node.stop().await;
     while tasks.join_next().await.is_some() {}
     tracing::info!("relay stopped");
     Ok(())
+}
+
+/// One peer relay's session: hello, then forwards and info requests until it ends or
+/// misbehaves too often.
+async fn serve_peer(
+    relay: Arc<Relay>,
+    peer_id: libp2p::PeerId,
+    mut stream: petrel_federation::transport::Stream,
+) {
+    use forward::ForwardingMode;
+    let Some(peer_key) = petrel_federation::transport::relay_key_of_peer(&peer_id) else {
+        return;
+    };
+    let Ok(Ok(version)) = tokio::time::timeout(
+        relay.config.limits.handshake_timeout(),
+        petrel_federation::transport::session::accept_peer_hello(&mut stream),
+    )
+    .await
+    else {
+        return;
+    };
+    let version = version as u8;
+    let allowed = match &relay.config.forwarding {
+        ForwardingMode::Open => true,
+        ForwardingMode::Peers(list) => list.contains(&peer_key),
+        ForwardingMode::Off => false,
+    };
+    let via = petrel_federation::KeyHash::of_forwarder(&peer_key);
+    let limits = relay.config.limits.clone();
+    let mut bucket = session::Bucket::new(limits.peer_forward_burst, limits.peer_forwards_per_sec);
+    let mut bad = 0u32;
+    loop {
+        let request =
+            match read_message::<PeerRequest, _>(&mut stream, version, MAX_FRAME_LEN).await {
+                Ok(r) => r,
+                Err(petrel_federation::frame::FrameError::Malformed { .. })
+                | Err(petrel_federation::frame::FrameError::Trailing { .. })
+                | Err(petrel_federation::frame::FrameError::Version { .. }) => {
+                    bad += 1;
+                    let reply = PeerReply::Error {
+                        corr: 0,
+                        code: ErrorCode::Malformed,
+                    };
+                    if bad >= limits.peer_max_bad_forwards
+                        || write_message(&mut stream, version, &reply).await.is_err()
+                    {
+                        break;
+                    }
+                    continue;
+                }
+                Err(_) => break,
+            };
+        let reply = match request {
+            PeerRequest::Info { corr } => PeerReply::Info {
+                corr,
+                info: relay.relay_info(),
+            },
+            PeerRequest::Forward { corr, envelope } => {
+                if !allowed {
+                    PeerReply::Error {
+                        corr,
+                        code: ErrorCode::ForwardDenied,
+                    }
+                } else if !bucket.take() {
+                    PeerReply::Error {
+                        corr,
+                        code: ErrorCode::RateLimited,
+                    }
+                } else {
+                    match forward::handle_forwarded(&relay, via, &envelope).await {
+                        Ok(response) => PeerReply::Forwarded { corr, response },
+                        Err(code) => {
+                            bad += 1;
+                            PeerReply::Error { corr, code }
+                        }
+                    }
+                }
+            }
+        };
+        if write_message(&mut stream, version, &reply).await.is_err() {
+            break;
+        }
+        if bad >= limits.peer_max_bad_forwards {
+            tracing::warn!("closing a peer session after too many bad forwards");
+            break;
+        }
+    }
 }
 
 async fn wait_stop(mut stop: watch::Receiver<bool>) {

@@ -90,6 +90,23 @@ struct RunArgs {
     /// Seconds a silent session is kept. Default 120.
     #[arg(long)]
     idle_timeout: Option<u64>,
+    /// Forwarding (2-hop routing): open (default), off, or peers (only to and from
+    /// --forward-peer relays).
+    #[arg(long, env = "PETREL_RELAY_FORWARDING")]
+    forwarding: Option<String>,
+    /// A relay (address or key) allowed with --forwarding peers. Repeatable.
+    #[arg(
+        long = "forward-peer",
+        env = "PETREL_RELAY_FORWARD_PEERS",
+        value_delimiter = ','
+    )]
+    forward_peers: Vec<String>,
+    /// Also forward to relays whose endpoints are all loopback or private addresses.
+    #[arg(long)]
+    forward_to_private: bool,
+    /// TESTING ONLY: first outbox retry delay in milliseconds (default 1000).
+    #[arg(long, hide = true)]
+    forward_retry_min_ms: Option<u64>,
     /// Log filter (error, warn, info, debug, trace).
     #[arg(long, env = "PETREL_LOG", default_value = "info")]
     log: String,
@@ -154,6 +171,25 @@ fn build_config(args: RunArgs) -> anyhow::Result<Config> {
     if let Some(v) = args.idle_timeout {
         limits.idle_timeout_secs = v;
     }
+    if let Some(v) = args.forward_retry_min_ms {
+        limits.forward_retry_min_ms = v;
+    }
+    limits.outbox_ttl_secs = limits
+        .outbox_ttl_secs
+        .min(petrel_federation::limits::FORWARD_MAX_AGE_SECS);
+    let forward_peers = if args.forward_peers.is_empty() {
+        file.forward_peers.unwrap_or_default()
+    } else {
+        args.forward_peers
+    };
+    let forwarding = config::parse_forwarding(
+        args.forwarding
+            .or(file.forwarding)
+            .as_deref()
+            .unwrap_or("open"),
+        &forward_peers,
+    )?;
+    let forward_to_private = args.forward_to_private || file.forward_to_private.unwrap_or(false);
     let create_password = args
         .create_password
         .or(file.create_password)
@@ -175,6 +211,8 @@ fn build_config(args: RunArgs) -> anyhow::Result<Config> {
         http,
         create_password,
         limits,
+        forwarding,
+        forward_to_private,
         clock: match args.dangerous_clock_file {
             Some(path) => Clock::File(path),
             None => Clock::System,

@@ -32,6 +32,16 @@ use tokio::sync::mpsc;
 /// How long a signed relay info is valid.
 const INFO_VALIDITY_SECS: u64 = 7 * 24 * 3600;
 
+/// Where a command came from: which relay handed it over (this one for direct sessions)
+/// and, for a forwarded SEND, the envelope's replay tag and how long to keep it.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// `KeyHash::of_forwarder` of the relay that handed the command over.
+    pub via: KeyHash,
+    /// Replay tag and its expiry, for forwarded SENDs.
+    pub replay: Option<([u8; 32], u64)>,
+}
+
 /// Events the relay sends to a session about its subscriptions.
 #[derive(Debug, Clone, Copy)]
 pub enum SessionEvent {
@@ -59,8 +69,10 @@ pub struct Relay {
     info: RwLock<SignedRelayInfo>,
     subscribers: Mutex<HashMap<QueueId, Subscriber>>,
     dummy_hash: KeyHash,
+    own_forwarder_hash: KeyHash,
     draining: AtomicBool,
     next_session: AtomicU64,
+    forwarder: std::sync::OnceLock<std::sync::Arc<crate::forward::Forwarder>>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -142,15 +154,35 @@ impl Relay {
         let info = sign_info(&keys, config.clock.now());
         Self {
             store,
-            keys,
             config,
             metrics,
             info: RwLock::new(info),
             subscribers: Mutex::new(HashMap::new()),
             dummy_hash: KeyHash::of(dummy_verifying_key()),
+            own_forwarder_hash: KeyHash::of_forwarder(&keys.relay_key()),
+            keys,
             draining: AtomicBool::new(false),
             next_session: AtomicU64::new(1),
+            forwarder: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Installs the forwarder (once, at start-up).
+    pub fn set_forwarder(&self, forwarder: std::sync::Arc<crate::forward::Forwarder>) {
+        let _ = self.forwarder.set(forwarder);
+    }
+
+    /// The origin of commands from this relay's own sessions.
+    pub fn direct_origin(&self) -> Origin {
+        Origin {
+            via: self.own_forwarder_hash,
+            replay: None,
+        }
+    }
+
+    /// `KeyHash::of_forwarder` of this relay's own key.
+    pub fn own_forwarder_hash(&self) -> KeyHash {
+        self.own_forwarder_hash
     }
 
     /// The clock.
@@ -292,6 +324,7 @@ impl Relay {
         session_id: &SessionId,
         auth: Option<&Auth>,
         command: Command,
+        origin: &Origin,
     ) -> Prepared {
         let binding = &session_id.0;
         let now = self.clock().now();
@@ -309,7 +342,7 @@ impl Relay {
                 {
                     return Prepared::Reply(err(ErrorCode::Malformed));
                 }
-                // The dummy key's secret is public; it must never own a queue.
+                // The dummy key must never own a queue, or the missing-queue path could pass.
                 if recipient_key == dummy_verifying_key() {
                     return Prepared::Reply(err(ErrorCode::Auth));
                 }
@@ -354,6 +387,7 @@ impl Relay {
                     next_seq: 0,
                     count: 0,
                     marker_queued: false,
+                    forwarders: Vec::new(),
                 };
                 let subscribe = *subscribe;
                 let relay = self.clone();
@@ -410,14 +444,14 @@ impl Relay {
                     Ok(outcome(Response::Ok))
                 })
             }
-            Command::Send { sender_id, body } => {
+            Command::Send { body, .. } => {
                 if self.is_draining() {
                     return Prepared::Reply(err(ErrorCode::Busy));
                 }
                 if !padding::is_class(body.len()) {
                     return Prepared::Reply(err(ErrorCode::MessageSize));
                 }
-                self.prepare_send(*sender_id, body, auth, binding, &command, now)
+                self.prepare_send(auth, binding, &command, now, origin)
             }
             Command::Subscribe { recipient_id } => {
                 if let Err(code) = self.auth_recipient(recipient_id, auth, binding, &command) {
@@ -504,15 +538,63 @@ impl Relay {
             }
             Command::RelayInfo { relay } => {
                 if relay.key() == &self.keys.relay_key() {
-                    Prepared::Reply(Response::RelayInfo(self.relay_info()))
-                } else {
-                    // Fetching another relay's info needs relay-to-relay forwarding.
-                    Prepared::Reply(err(ErrorCode::ForwardDenied))
+                    return Prepared::Reply(Response::RelayInfo(self.relay_info()));
                 }
+                let Some(forwarder) = self.forwarder.get().cloned() else {
+                    return Prepared::Reply(err(ErrorCode::ForwardDenied));
+                };
+                let (me, dest) = (self.clone(), relay.clone());
+                Prepared::Pending(Box::pin(
+                    async move { outcome(forwarder.info(&me, dest).await) },
+                ))
             }
-            Command::Forward { .. } | Command::ForwardStatus { .. } => {
-                // This build does not forward yet; the policy answer is "refused".
-                Prepared::Reply(err(ErrorCode::ForwardDenied))
+            Command::Forward {
+                destination,
+                envelope,
+            } => {
+                let Some(forwarder) = self.forwarder.get().cloned() else {
+                    return Prepared::Reply(err(ErrorCode::ForwardDenied));
+                };
+                let me = self.clone();
+                let (dest, envelope) = (destination.clone(), envelope.clone());
+                Prepared::Pending(Box::pin(async move {
+                    outcome(forwarder.forward(&me, dest, envelope).await)
+                }))
+            }
+            Command::ForwardStatus {
+                forward_id,
+                wait_secs,
+            } => {
+                let Some(forwarder) = self.forwarder.get().cloned() else {
+                    return Prepared::Reply(err(ErrorCode::NoMessage));
+                };
+                let me = self.clone();
+                let (id, wait) = (*forward_id, *wait_secs);
+                Prepared::Pending(Box::pin(async move {
+                    outcome(forwarder.status(&me, id, wait).await)
+                }))
+            }
+            Command::Restrict {
+                recipient_id,
+                forwarders,
+            } => {
+                if forwarders.len() > petrel_federation::limits::MAX_FORWARDERS {
+                    return Prepared::Reply(err(ErrorCode::Malformed));
+                }
+                let hash = match self.auth_recipient(recipient_id, auth, binding, &command) {
+                    Ok(h) => h,
+                    Err(code) => return Prepared::Reply(err(code)),
+                };
+                let rid = *recipient_id;
+                let list: Vec<KeyHash> = forwarders.iter().map(KeyHash::of_forwarder).collect();
+                self.pending_write(move |t| {
+                    let Some(mut q) = recipient_queue(t, &rid, &hash)? else {
+                        return Ok(outcome(err(ErrorCode::Auth)));
+                    };
+                    q.forwarders = list;
+                    t.put_queue(&rid, &q)?;
+                    Ok(outcome(Response::Ok))
+                })
             }
         }
     }
@@ -532,14 +614,20 @@ impl Relay {
 
     fn prepare_send(
         self: &std::sync::Arc<Self>,
-        sid: QueueId,
-        body: &[u8],
         auth: Option<&Auth>,
         binding: &[u8; 32],
         command: &Command,
         now: u64,
+        origin: &Origin,
     ) -> Prepared {
-        let snapshot = match self.store.read(|t| t.queue_by_sender(&sid)) {
+        let Command::Send {
+            sender_id: sid,
+            body,
+        } = command
+        else {
+            return Prepared::Reply(err(ErrorCode::Prohibited));
+        };
+        let snapshot = match self.store.read(|t| t.queue_by_sender(sid)) {
             Ok(s) => s,
             Err(e) => return Prepared::Reply(internal(e)),
         };
@@ -578,6 +666,7 @@ impl Relay {
         let quota = self.config.limits.queue_quota;
         let cutoff = self.ttl_cutoff(now);
         let relay = self.clone();
+        let (via, replay) = (origin.via, origin.replay);
         Prepared::Pending(Box::pin(async move {
             let result = relay
                 .store
@@ -592,6 +681,16 @@ impl Relay {
                     };
                     if !same_sender || q.status == QueueStatus::Suspended {
                         return Ok(err(ErrorCode::Auth));
+                    }
+                    // A restricted queue takes SENDs only through the relays its owner listed.
+                    if !q.forwarders.is_empty() && !q.forwarders.iter().any(|h| h.ct_eq(&via)) {
+                        return Ok(err(ErrorCode::Auth));
+                    }
+                    // A forwarded SEND seen before was stored then: never store it twice.
+                    if let Some((tag, _)) = &replay
+                        && t.replay_seen(tag, now)?
+                    {
+                        return Ok(Response::Ok);
                     }
                     purge_expired(t, &rid, &mut q, cutoff)?;
                     if q.count >= quota {
@@ -629,6 +728,9 @@ impl Relay {
                     q.next_seq += 1;
                     q.count += 1;
                     t.put_queue(&rid, &q)?;
+                    if let Some((tag, expires)) = &replay {
+                        t.put_replay(tag, *expires)?;
+                    }
                     Ok(Response::Ok)
                 })
                 .await;

@@ -31,7 +31,7 @@ use tokio::time::{Instant, sleep_until};
 
 /// A token bucket: `burst` commands at once, refilled at `rate` per second.
 #[derive(Debug)]
-struct Bucket {
+pub(crate) struct Bucket {
     tokens: f64,
     burst: f64,
     rate: f64,
@@ -39,7 +39,7 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn new(burst: u32, rate: u32) -> Self {
+    pub(crate) fn new(burst: u32, rate: u32) -> Self {
         Self {
             tokens: burst as f64,
             burst: burst as f64,
@@ -47,7 +47,7 @@ impl Bucket {
             last: Instant::now(),
         }
     }
-    fn take(&mut self) -> bool {
+    pub(crate) fn take(&mut self) -> bool {
         let now = Instant::now();
         let elapsed = now.duration_since(self.last).as_secs_f64();
         self.last = now;
@@ -234,11 +234,13 @@ impl Actor {
             self.error(corr, ErrorCode::RateLimited).await;
             return None;
         }
+        let origin = self.relay.direct_origin();
         match self.relay.prepare(
             &mut self.limits,
             &self.session_id,
             frame.auth.as_ref(),
             frame.command,
+            &origin,
         ) {
             Prepared::Reply(response) => {
                 self.reply(corr, response).await;

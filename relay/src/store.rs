@@ -7,6 +7,9 @@
 //! | `queues` | recipient ID (16 bytes) | [`QueueRecord`]: key hashes, delivery key, status, counters |
 //! | `senders` | sender ID (16 bytes) | recipient ID |
 //! | `messages` | (recipient ID, sequence number) | [`StoredMessage`]: already re-encrypted for delivery |
+//! | `outbox` | forward ID | [`OutboxEntry`]: a sealed envelope waiting for its destination |
+//! | `forward_results` | forward ID | [`ForwardResult`]: how an accepted forward ended |
+//! | `replay_tags` | replay tag of a stored forwarded SEND | expiry (Unix seconds) |
 //!
 //! Nothing else is stored: no public key (only BLAKE3 hashes), no SEND body (a message is
 //! sealed with the queue's delivery key before it is written), no address, no log.
@@ -31,6 +34,9 @@ use tokio::sync::{mpsc, oneshot};
 const QUEUES: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("queues");
 const SENDERS: TableDefinition<[u8; 16], [u8; 16]> = TableDefinition::new("senders");
 const MESSAGES: TableDefinition<([u8; 16], u64), &[u8]> = TableDefinition::new("messages");
+const OUTBOX: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("outbox");
+const RESULTS: TableDefinition<[u8; 16], &[u8]> = TableDefinition::new("forward_results");
+const REPLAY: TableDefinition<[u8; 32], u64> = TableDefinition::new("replay_tags");
 
 /// Most closures committed in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -97,6 +103,30 @@ pub struct QueueRecord {
     pub count: u32,
     /// A quota marker is queued and not yet acknowledged.
     pub marker_queued: bool,
+    /// Hashes of the relays allowed to hand SENDs to this queue (empty: any).
+    pub forwarders: Vec<KeyHash>,
+}
+
+/// A sealed envelope the forwarding relay keeps until its destination takes it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// Where it goes.
+    pub destination: petrel_federation::RelayAddress,
+    /// The envelope, as the client sealed it.
+    pub envelope: petrel_federation::seal::SealedEnvelope,
+    /// When it was accepted (relay clock, Unix seconds).
+    pub accepted_at: u64,
+    /// Attempts so far.
+    pub attempts: u32,
+}
+
+/// How an accepted forward ended.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ForwardResult {
+    /// When it ended (relay clock); results are kept for a day.
+    pub done_at: u64,
+    /// The destination's sealed answer, or why it was given up.
+    pub outcome: Result<petrel_federation::seal::SealedResponse, petrel_federation::ErrorCode>,
 }
 
 impl std::fmt::Debug for QueueRecord {
@@ -135,6 +165,9 @@ pub struct Tables<'txn> {
     queues: redb::Table<'txn, [u8; 16], &'static [u8]>,
     senders: redb::Table<'txn, [u8; 16], [u8; 16]>,
     messages: redb::Table<'txn, ([u8; 16], u64), &'static [u8]>,
+    outbox: redb::Table<'txn, [u8; 16], &'static [u8]>,
+    results: redb::Table<'txn, [u8; 16], &'static [u8]>,
+    replay: redb::Table<'txn, [u8; 32], u64>,
 }
 
 impl std::fmt::Debug for Tables<'_> {
@@ -202,6 +235,53 @@ impl Tables<'_> {
         self.messages.remove(&(rid.0, seq))?;
         Ok(())
     }
+    /// True when a replay tag is recorded (and not expired at `now`).
+    pub fn replay_seen(&self, tag: &[u8; 32], now: u64) -> Result<bool, StoreError> {
+        Ok(self.replay.get(tag)?.is_some_and(|v| v.value() > now))
+    }
+    /// Records a replay tag until `expires`.
+    pub fn put_replay(&mut self, tag: &[u8; 32], expires: u64) -> Result<(), StoreError> {
+        self.replay.insert(tag, expires)?;
+        Ok(())
+    }
+    /// Removes replay tags and forward results that expired before `now`.
+    pub fn purge_forwarding(&mut self, now: u64, result_ttl: u64) -> Result<usize, StoreError> {
+        let mut n = 0;
+        self.replay.retain(|_, expires| {
+            let keep = expires > now;
+            n += usize::from(!keep);
+            keep
+        })?;
+        let mut old = Vec::new();
+        for entry in self.results.iter()? {
+            let (k, v) = entry?;
+            let r: ForwardResult = decode(v.value())?;
+            if r.done_at + result_ttl <= now {
+                old.push(k.value());
+            }
+        }
+        for k in old {
+            self.results.remove(&k)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+    /// Adds an outbox entry.
+    pub fn put_outbox(&mut self, id: &MsgId, entry: &OutboxEntry) -> Result<(), StoreError> {
+        self.outbox.insert(&id.0, encode(entry)?.as_slice())?;
+        Ok(())
+    }
+    /// Removes an outbox entry and records its result.
+    pub fn finish_outbox(&mut self, id: &MsgId, result: &ForwardResult) -> Result<(), StoreError> {
+        self.outbox.remove(&id.0)?;
+        self.results.insert(&id.0, encode(result)?.as_slice())?;
+        Ok(())
+    }
+    /// Entries in the outbox.
+    pub fn outbox_len(&self) -> Result<u64, StoreError> {
+        Ok(self.outbox.len()?)
+    }
+
     /// Removes a queue, its sender index and all its messages.
     pub fn remove_queue(&mut self, rid: &QueueId, sid: &QueueId) -> Result<(), StoreError> {
         self.queues.remove(&rid.0)?;
@@ -239,6 +319,9 @@ impl Store {
             txn.open_table(QUEUES)?;
             txn.open_table(SENDERS)?;
             txn.open_table(MESSAGES)?;
+            txn.open_table(OUTBOX)?;
+            txn.open_table(RESULTS)?;
+            txn.open_table(REPLAY)?;
             txn.commit()?;
         }
         let db = Arc::new(db);
@@ -284,6 +367,9 @@ impl Store {
             queues: txn.open_table(QUEUES)?,
             senders: txn.open_table(SENDERS)?,
             messages: txn.open_table(MESSAGES)?,
+            outbox: txn.open_table(OUTBOX)?,
+            results: txn.open_table(RESULTS)?,
+            replay: txn.open_table(REPLAY)?,
         };
         f(&tables)
     }
@@ -299,6 +385,9 @@ pub struct ReadTables {
     queues: redb::ReadOnlyTable<[u8; 16], &'static [u8]>,
     senders: redb::ReadOnlyTable<[u8; 16], [u8; 16]>,
     messages: redb::ReadOnlyTable<([u8; 16], u64), &'static [u8]>,
+    outbox: redb::ReadOnlyTable<[u8; 16], &'static [u8]>,
+    results: redb::ReadOnlyTable<[u8; 16], &'static [u8]>,
+    replay: redb::ReadOnlyTable<[u8; 32], u64>,
 }
 
 impl ReadTables {
@@ -330,6 +419,31 @@ impl ReadTables {
             None => Ok(None),
         }
     }
+    /// Every outbox entry.
+    pub fn outbox(&self) -> Result<Vec<(MsgId, OutboxEntry)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.outbox.iter()? {
+            let (k, v) = entry?;
+            out.push((MsgId(k.value()), decode(v.value())?));
+        }
+        Ok(out)
+    }
+    /// Whether a forward ID is still in the outbox.
+    pub fn in_outbox(&self, id: &MsgId) -> Result<bool, StoreError> {
+        Ok(self.outbox.get(&id.0)?.is_some())
+    }
+    /// The result of a finished forward.
+    pub fn forward_result(&self, id: &MsgId) -> Result<Option<ForwardResult>, StoreError> {
+        self.results
+            .get(&id.0)?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+    /// True when a replay tag is recorded (and not expired at `now`).
+    pub fn replay_seen(&self, tag: &[u8; 32], now: u64) -> Result<bool, StoreError> {
+        Ok(self.replay.get(tag)?.is_some_and(|v| v.value() > now))
+    }
+
     /// Every message older than `cutoff` (received_at < cutoff), at most `limit`.
     pub fn expired(&self, cutoff: u64, limit: usize) -> Result<Vec<(QueueId, u64)>, StoreError> {
         let mut out = Vec::new();
@@ -388,6 +502,9 @@ fn run_batch(
                 queues: txn.open_table(QUEUES)?,
                 senders: txn.open_table(SENDERS)?,
                 messages: txn.open_table(MESSAGES)?,
+                outbox: txn.open_table(OUTBOX)?,
+                results: txn.open_table(RESULTS)?,
+                replay: txn.open_table(REPLAY)?,
             })
         })();
         let mut tables = match tables {

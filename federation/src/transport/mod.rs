@@ -17,6 +17,7 @@
 
 pub mod connection;
 pub mod io;
+pub mod peer_conn;
 pub mod per_ip;
 pub mod session;
 
@@ -145,6 +146,13 @@ fn key_text_of_peer(peer: &str) -> Option<String> {
     let public = identity::PublicKey::try_decode_protobuf(peer.as_ref().digest()).ok()?;
     let ed = public.try_into_ed25519().ok()?;
     Some(crate::address::key_text(&RelayKey(ed.to_bytes())))
+}
+
+/// The relay key a peer ID carries, when it is an Ed25519 identity.
+pub fn relay_key_of_peer(peer: &PeerId) -> Option<RelayKey> {
+    let public = identity::PublicKey::try_decode_protobuf(peer.as_ref().digest()).ok()?;
+    let ed = public.try_into_ed25519().ok()?;
+    Some(RelayKey(ed.to_bytes()))
 }
 
 /// The relay key of an Ed25519 keypair.
@@ -415,6 +423,11 @@ impl Node {
                 }
                 other => OpenError::Io(other.to_string()),
             })
+    }
+
+    /// Closes every connection and stops the node's task, for a node shared behind an `Arc`.
+    pub async fn stop(&self) {
+        let _ = self.commands.send(NodeCommand::Shutdown).await;
     }
 
     /// Closes every connection and stops the node's task.

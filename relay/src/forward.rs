@@ -1,0 +1,384 @@
+//! 2-hop routing: this relay as a forwarding relay (towards other relays) and as a
+//! destination (for envelopes other relays bring).
+//!
+//! Forwarding: a client hands a [`SealedEnvelope`] for a destination relay. The envelope
+//! is sealed to the destination's key, so this relay learns neither the queue nor the
+//! contents. It dials the destination by the key in its address (one peer session per
+//! destination, shared by all clients), forwards, and hands back the destination's sealed
+//! answer. When the destination cannot be reached in time, the envelope goes into a
+//! durable, bounded outbox and the client gets `ACCEPTED` with a forward ID; a worker
+//! retries with exponential backoff until the destination answers or
+//! [`OUTBOX_TTL`](crate::config::Limits::outbox_ttl_secs) passes, and FORWARD_STATUS
+//! reports the outcome (long-polling if asked).
+//!
+//! Destination: an envelope is opened with the sealing key, its age checked, and its SEND
+//! executed like a direct one but bound to the envelope's ephemeral key. The replay tag is
+//! written in the same commit as the message, so a replayed envelope is answered `OK` from
+//! the tag and never stored twice.
+
+use crate::service::{Effect, Origin, Prepared, Relay, SessionLimits};
+use petrel_federation::address::Host;
+use petrel_federation::client::{Command, Response};
+use petrel_federation::limits::{FORWARD_MAX_AGE_SECS, FORWARD_MAX_SKEW_SECS};
+use petrel_federation::seal::{self, SealedEnvelope, SealedResponse};
+use petrel_federation::transport::Node;
+use petrel_federation::transport::peer_conn::{ForwardReply, PeerConnection};
+use petrel_federation::{ErrorCode, KeyHash, MsgId, RelayAddress, RelayKey, SessionId};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Mutex, Notify, watch};
+
+/// Who this relay forwards for and to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ForwardingMode {
+    /// Any client, any destination, any forwarding peer.
+    Open,
+    /// Only to and from the listed relays.
+    Peers(Vec<RelayKey>),
+    /// No forwarding in either direction (direct SENDs only).
+    Off,
+}
+
+/// How long a finished forward's result is kept for FORWARD_STATUS.
+pub const RESULT_TTL_SECS: u64 = 24 * 3600;
+
+/// The forwarding side's state.
+pub struct Forwarder {
+    node: Arc<Node>,
+    peers: Mutex<HashMap<RelayKey, Arc<PeerConnection>>>,
+    outbox_changed: Notify,
+    results: watch::Sender<u64>,
+    outbox_counts: std::sync::Mutex<(usize, HashMap<RelayKey, usize>)>,
+}
+
+impl std::fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarder").finish_non_exhaustive()
+    }
+}
+
+fn is_private(host: &Host) -> bool {
+    match host {
+        Host::Ipv4(b) => {
+            let ip = std::net::Ipv4Addr::from(*b);
+            ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified()
+        }
+        Host::Ipv6(b) => {
+            let ip = std::net::Ipv6Addr::from(*b);
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || (b[0] & 0xfe) == 0xfc
+                || (b[0] == 0xfe && (b[1] & 0xc0) == 0x80)
+        }
+        Host::Name(n) => n == "localhost" || n.ends_with(".localhost"),
+    }
+}
+
+impl Forwarder {
+    /// Builds the forwarder and counts what the outbox already holds.
+    pub fn new(node: Arc<Node>, relay: &Relay) -> Self {
+        let mut counts = (0usize, HashMap::new());
+        if let Ok(entries) = relay.store.read(|t| t.outbox()) {
+            for (_, e) in entries {
+                counts.0 += 1;
+                *counts.1.entry(*e.destination.key()).or_insert(0) += 1;
+            }
+        }
+        Self {
+            node,
+            peers: Mutex::new(HashMap::new()),
+            outbox_changed: Notify::new(),
+            results: watch::channel(0).0,
+            outbox_counts: std::sync::Mutex::new(counts),
+        }
+    }
+
+    fn policy_allows(&self, relay: &Relay, dest: &RelayAddress) -> Result<(), ErrorCode> {
+        match &relay.config.forwarding {
+            ForwardingMode::Off => return Err(ErrorCode::ForwardDenied),
+            ForwardingMode::Peers(list) if !list.contains(dest.key()) => {
+                return Err(ErrorCode::ForwardDenied);
+            }
+            _ => {}
+        }
+        if !relay.config.forward_to_private && dest.endpoints().iter().all(|e| is_private(&e.host))
+        {
+            return Err(ErrorCode::ForwardDenied);
+        }
+        Ok(())
+    }
+
+    async fn peer(
+        &self,
+        dest: &RelayAddress,
+        timeout: Duration,
+    ) -> Result<Arc<PeerConnection>, ErrorCode> {
+        let mut peers = self.peers.lock().await;
+        if let Some(p) = peers.get(dest.key())
+            && p.is_alive()
+        {
+            return Ok(p.clone());
+        }
+        peers.remove(dest.key());
+        let conn = tokio::time::timeout(timeout, PeerConnection::open(&self.node, dest))
+            .await
+            .map_err(|_| ErrorCode::Unreachable)?
+            .map_err(|e| {
+                tracing::debug!(error = %e, "peer session failed");
+                ErrorCode::Unreachable
+            })?;
+        let conn = Arc::new(conn);
+        peers.insert(*dest.key(), conn.clone());
+        Ok(conn)
+    }
+
+    async fn try_forward(
+        &self,
+        relay: &Arc<Relay>,
+        dest: &RelayAddress,
+        envelope: &SealedEnvelope,
+    ) -> Result<ForwardReply, ErrorCode> {
+        if dest.key() == &relay.keys.relay_key() {
+            let via = relay.own_forwarder_hash();
+            return Ok(match handle_forwarded(relay, via, envelope).await {
+                Ok(sealed) => ForwardReply::Sealed(sealed),
+                Err(code) => ForwardReply::Refused(code),
+            });
+        }
+        let timeout = relay.config.limits.forward_timeout();
+        let peer = self.peer(dest, timeout).await?;
+        match tokio::time::timeout(timeout, peer.forward(envelope.clone())).await {
+            Ok(Ok(reply)) => Ok(reply),
+            _ => Err(ErrorCode::Unreachable),
+        }
+    }
+
+    /// FORWARD from a client.
+    pub async fn forward(
+        &self,
+        relay: &Arc<Relay>,
+        dest: RelayAddress,
+        envelope: SealedEnvelope,
+    ) -> Response {
+        if let Err(code) = self.policy_allows(relay, &dest) {
+            return Response::Error(code);
+        }
+        match self.try_forward(relay, &dest, &envelope).await {
+            Ok(ForwardReply::Sealed(sealed)) => return Response::Forwarded(sealed),
+            Ok(ForwardReply::Refused(code)) => return Response::Error(code),
+            Err(_) => {}
+        }
+        // Unreachable now: keep it and keep trying.
+        let limits = &relay.config.limits;
+        {
+            let Ok(mut counts) = self.outbox_counts.lock() else {
+                return Response::Error(ErrorCode::Internal);
+            };
+            let per_dest = counts.1.get(dest.key()).copied().unwrap_or(0);
+            if counts.0 >= limits.max_outbox || per_dest >= limits.max_outbox_per_destination {
+                return Response::Error(ErrorCode::OutboxFull);
+            }
+            counts.0 += 1;
+            *counts.1.entry(*dest.key()).or_insert(0) += 1;
+        }
+        let forward_id = MsgId::random(&mut rand::rng());
+        let entry = crate::store::OutboxEntry {
+            destination: dest.clone(),
+            envelope,
+            accepted_at: relay.clock().now(),
+            attempts: 1,
+        };
+        let stored = relay
+            .store
+            .write(move |t| t.put_outbox(&forward_id, &entry))
+            .await;
+        if stored.is_err() {
+            self.uncount(dest.key());
+            return Response::Error(ErrorCode::Internal);
+        }
+        self.outbox_changed.notify_one();
+        Response::Accepted { forward_id }
+    }
+
+    fn uncount(&self, key: &RelayKey) {
+        if let Ok(mut counts) = self.outbox_counts.lock() {
+            counts.0 = counts.0.saturating_sub(1);
+            if let Some(n) = counts.1.get_mut(key) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+
+    /// FORWARD_STATUS: the outcome, `PENDING`, or `NO_MESSAGE` for an unknown ID. With
+    /// `wait_secs`, holds the answer while the forward is pending.
+    pub async fn status(&self, relay: &Relay, forward_id: MsgId, wait_secs: u8) -> Response {
+        let wait = Duration::from_secs(u64::from(
+            wait_secs.min(petrel_federation::client::MAX_STATUS_WAIT_SECS),
+        ));
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut changes = self.results.subscribe();
+        loop {
+            let state = relay
+                .store
+                .read(|t| Ok((t.forward_result(&forward_id)?, t.in_outbox(&forward_id)?)));
+            match state {
+                Ok((Some(result), _)) => {
+                    return match result.outcome {
+                        Ok(sealed) => Response::Forwarded(sealed),
+                        Err(code) => Response::Error(code),
+                    };
+                }
+                Ok((None, true)) => {}
+                Ok((None, false)) => return Response::Error(ErrorCode::NoMessage),
+                Err(_) => return Response::Error(ErrorCode::Internal),
+            }
+            if tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err()
+            {
+                return Response::Pending;
+            }
+        }
+    }
+
+    /// RELAY_INFO for another relay: fetched over a peer session, verified by the client.
+    pub async fn info(&self, relay: &Arc<Relay>, dest: RelayAddress) -> Response {
+        if let Err(code) = self.policy_allows(relay, &dest) {
+            return Response::Error(code);
+        }
+        let timeout = relay.config.limits.forward_timeout();
+        let Ok(peer) = self.peer(&dest, timeout).await else {
+            return Response::Error(ErrorCode::Unreachable);
+        };
+        match tokio::time::timeout(timeout, peer.info()).await {
+            Ok(Ok(Ok(info))) => Response::RelayInfo(info),
+            Ok(Ok(Err(code))) => Response::Error(code),
+            _ => Response::Error(ErrorCode::Unreachable),
+        }
+    }
+
+    /// Retries the outbox until `stop` turns true.
+    pub async fn run_outbox(self: Arc<Self>, relay: Arc<Relay>, mut stop: watch::Receiver<bool>) {
+        let mut next_try: HashMap<MsgId, tokio::time::Instant> = HashMap::new();
+        let limits = relay.config.limits.clone();
+        loop {
+            let entries = relay.store.read(|t| t.outbox()).unwrap_or_default();
+            let now = tokio::time::Instant::now();
+            let mut wake = now + Duration::from_secs(60);
+            next_try.retain(|id, _| entries.iter().any(|(e, _)| e == id));
+            for (id, entry) in entries {
+                let due = *next_try.entry(id).or_insert(now);
+                if due > now {
+                    wake = wake.min(due);
+                    continue;
+                }
+                let clock_now = relay.clock().now();
+                let outcome = if clock_now >= entry.accepted_at + limits.outbox_ttl_secs {
+                    Some(Err(ErrorCode::Expired))
+                } else {
+                    match self
+                        .try_forward(&relay, &entry.destination, &entry.envelope)
+                        .await
+                    {
+                        Ok(ForwardReply::Sealed(s)) => Some(Ok(s)),
+                        Ok(ForwardReply::Refused(code)) => Some(Err(code)),
+                        Err(_) => None,
+                    }
+                };
+                match outcome {
+                    Some(outcome) => {
+                        let result = crate::store::ForwardResult {
+                            done_at: clock_now,
+                            outcome,
+                        };
+                        if relay
+                            .store
+                            .write(move |t| t.finish_outbox(&id, &result))
+                            .await
+                            .is_ok()
+                        {
+                            self.uncount(entry.destination.key());
+                            next_try.remove(&id);
+                            self.results.send_modify(|n| *n += 1);
+                        }
+                    }
+                    None => {
+                        let attempts = entry.attempts.saturating_add(1);
+                        let backoff = limits
+                            .forward_retry_min()
+                            .saturating_mul(1u32 << attempts.min(16))
+                            .min(limits.forward_retry_max());
+                        let at = tokio::time::Instant::now() + backoff;
+                        next_try.insert(id, at);
+                        wake = wake.min(at);
+                        let mut updated = entry.clone();
+                        updated.attempts = attempts;
+                        let _ = relay
+                            .store
+                            .write(move |t| t.put_outbox(&id, &updated))
+                            .await;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = self.outbox_changed.notified() => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
+
+/// Destination side: opens an envelope and executes its SEND. `via` is the hash of the
+/// relay that brought it.
+pub async fn handle_forwarded(
+    relay: &Arc<Relay>,
+    via: KeyHash,
+    envelope: &SealedEnvelope,
+) -> Result<SealedResponse, ErrorCode> {
+    let (request, sealer) =
+        seal::open_request(&relay.keys.sealing, envelope).map_err(|_| ErrorCode::Envelope)?;
+    let now = relay.clock().now();
+    if request.sent_at.saturating_add(FORWARD_MAX_AGE_SECS) < now
+        || request.sent_at > now + FORWARD_MAX_SKEW_SECS
+    {
+        return Err(ErrorCode::Envelope);
+    }
+    let tag = seal::replay_tag(envelope);
+    match relay.store.read(|t| t.replay_seen(&tag, now)) {
+        Ok(true) => return Ok(sealer.seal(&Response::Ok)),
+        Ok(false) => {}
+        Err(_) => return Err(ErrorCode::Internal),
+    }
+    if !matches!(request.command, Command::Send { .. }) {
+        return Ok(sealer.seal(&Response::Error(ErrorCode::Prohibited)));
+    }
+    let origin = Origin {
+        via,
+        replay: Some((tag, now + FORWARD_MAX_AGE_SECS + FORWARD_MAX_SKEW_SECS)),
+    };
+    let prepared = relay.prepare(
+        &mut SessionLimits::default(),
+        &SessionId(envelope.ephemeral),
+        request.auth.as_ref(),
+        request.command,
+        &origin,
+    );
+    let response = match prepared {
+        Prepared::Reply(r) => r,
+        Prepared::Pending(fut) => {
+            let outcome = fut.await;
+            if let Effect::Stored(rid) = outcome.effect {
+                relay.metrics.message_stored();
+                relay.wake(&rid);
+            }
+            outcome.response
+        }
+        Prepared::Subscribe(_) => Response::Error(ErrorCode::Prohibited),
+    };
+    if let Response::Error(code) = &response {
+        relay.metrics.error(*code);
+    }
+    Ok(sealer.seal(&response))
+}
