@@ -84,6 +84,9 @@ error_codes! {
     /// A command that is not allowed in this context (for example a non-SEND inside an
     /// envelope, or a relay-only request from a client).
     Prohibited = 20, "command not allowed here";
+    /// The destination relay answered at its address but proved a different key than the
+    /// address names; the forward was refused and not stored.
+    KeyMismatch = 21, "destination relay proved another key";
 }
 
 impl Serialize for ErrorCode {

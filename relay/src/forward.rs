@@ -124,9 +124,14 @@ impl Forwarder {
         let conn = tokio::time::timeout(timeout, PeerConnection::open(&self.node, dest))
             .await
             .map_err(|_| ErrorCode::Unreachable)?
-            .map_err(|e| {
-                tracing::debug!(error = %e, "peer session failed");
-                ErrorCode::Unreachable
+            .map_err(|e| match e {
+                petrel_federation::transport::connection::ConnectionError::Dial(
+                    petrel_federation::transport::DialFailed::WrongKey { .. },
+                ) => ErrorCode::KeyMismatch,
+                other => {
+                    tracing::debug!(error = %other, "peer session failed");
+                    ErrorCode::Unreachable
+                }
             })?;
         let conn = Arc::new(conn);
         peers.insert(*dest.key(), conn.clone());
@@ -167,6 +172,8 @@ impl Forwarder {
         match self.try_forward(relay, &dest, &envelope).await {
             Ok(ForwardReply::Sealed(sealed)) => return Response::Forwarded(sealed),
             Ok(ForwardReply::Refused(code)) => return Response::Error(code),
+            // A relay that proves another key is not the destination: never store for it.
+            Err(ErrorCode::KeyMismatch) => return Response::Error(ErrorCode::KeyMismatch),
             Err(_) => {}
         }
         // Unreachable now: keep it and keep trying.
@@ -248,8 +255,9 @@ impl Forwarder {
             return Response::Error(code);
         }
         let timeout = relay.config.limits.forward_timeout();
-        let Ok(peer) = self.peer(&dest, timeout).await else {
-            return Response::Error(ErrorCode::Unreachable);
+        let peer = match self.peer(&dest, timeout).await {
+            Ok(p) => p,
+            Err(code) => return Response::Error(code),
         };
         match tokio::time::timeout(timeout, peer.info()).await {
             Ok(Ok(Ok(info))) => Response::RelayInfo(info),
@@ -283,6 +291,7 @@ impl Forwarder {
                     {
                         Ok(ForwardReply::Sealed(s)) => Some(Ok(s)),
                         Ok(ForwardReply::Refused(code)) => Some(Err(code)),
+                        Err(ErrorCode::KeyMismatch) => Some(Err(ErrorCode::KeyMismatch)),
                         Err(_) => None,
                     }
                 };

@@ -21,7 +21,7 @@
 //!    kernel's accept queue instead of costing memory);
 //! 2. read the request head, bounded to [`MAX_HEAD_BYTES`] and [`HEAD_TIMEOUT`] in total,
 //!    so a slow or endless head cannot hold a slot;
-//! 3. decide with pure functions ([`parse_head`], then routing) that do no I/O;
+//! 3. decide with pure functions (`parse_head`, then routing) that do no I/O;
 //! 4. write one response with `Connection: close` and close gracefully, or splice.
 //!
 //! Nothing here panics on input: malformed heads get `400`, oversized ones `431`, heads

@@ -97,7 +97,10 @@ fn create_data_dir(dir: &std::path::Path) -> Result<(), RelayError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+        // A mounted volume may belong to someone else; the key files are 0600 either way.
+        if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+            tracing::warn!(error = %e, "cannot restrict the data directory to its owner");
+        }
     }
     Ok(())
 }
@@ -177,6 +180,8 @@ pub async fn run(
         max_connections: limits.max_connections,
         max_pending: 256,
         max_per_ip: limits.max_connections_per_ip,
+        // Front-door clients all arrive from loopback; the front door caps them itself.
+        per_ip_exempt_loopback: config.port.is_some(),
         handshake_timeout: limits.handshake_timeout(),
         // Sessions enforce their own idle timeout; the connection lingers a little longer.
         idle_timeout: limits.idle_timeout() + Duration::from_secs(5),

@@ -139,16 +139,27 @@ fn build_config(args: RunArgs) -> anyhow::Result<Config> {
     } else {
         file.announce.unwrap_or_default()
     };
-    let announce = announce_text
+    let mut announce = announce_text
         .iter()
         .map(|a| config::parse_announce(a))
         .collect::<Result<Vec<_>, _>>()?;
-    let http = config::parse_http(
-        args.http
-            .or(file.http)
-            .as_deref()
-            .unwrap_or("127.0.0.1:8080"),
-    )?;
+    // On a known PaaS the public endpoint is the platform's HTTPS host name.
+    if announce.is_empty() && args.port.is_some() {
+        let host = std::env::var("FLY_APP_NAME")
+            .ok()
+            .map(|app| format!("{app}.fly.dev"))
+            .or_else(|| std::env::var("RENDER_EXTERNAL_HOSTNAME").ok());
+        if let Some(host) = host {
+            announce.push(config::parse_announce(&format!("wss/{host}:443"))?);
+        }
+    }
+    // With PORT set (a PaaS), /health and /metrics are served on that port; a separate
+    // listener is opened only when asked for.
+    let http = match args.http.or(file.http) {
+        Some(text) => config::parse_http(&text)?,
+        None if args.port.is_some() => None,
+        None => config::parse_http("127.0.0.1:8080")?,
+    };
     let mut limits: Limits = file.limits.unwrap_or_default();
     if let Some(v) = args.queue_quota {
         limits.queue_quota = v;

@@ -14,7 +14,7 @@
 //! 1.0 ([`Metrics::encode_openmetrics`]); [`Metrics::encode`] turns that into the classic
 //! Prometheus text format 0.0.4 (`text/plain; version=0.0.4`), which every scraper and a
 //! person with `curl` understands. The two differ in exactly two places, both handled by
-//! [`openmetrics_to_prometheus`]: OpenMetrics names a counter family without its `_total`
+//! `openmetrics_to_prometheus`: OpenMetrics names a counter family without its `_total`
 //! suffix in `# HELP`/`# TYPE` lines and ends with `# EOF`.
 
 use petrel_federation::ErrorCode;

@@ -49,6 +49,9 @@ pub struct TransportLimits {
     pub max_pending: u32,
     /// Inbound connections (pending or established) from one IP address.
     pub max_per_ip: u32,
+    /// Do not count loopback connections against `max_per_ip` (a relay behind its own
+    /// front door sees every WebSocket client as 127.0.0.1).
+    pub per_ip_exempt_loopback: bool,
     /// Time allowed for the transport upgrade (Noise + Yamux).
     pub handshake_timeout: Duration,
     /// A connection with no open stream is closed after this long.
@@ -61,6 +64,7 @@ impl Default for TransportLimits {
             max_connections: 10_000,
             max_pending: 256,
             max_per_ip: 64,
+            per_ip_exempt_loopback: false,
             handshake_timeout: Duration::from_secs(crate::limits::HANDSHAKE_TIMEOUT_SECS),
             idle_timeout: Duration::from_secs(crate::limits::IDLE_TIMEOUT_SECS),
         }
@@ -301,7 +305,7 @@ impl Node {
                     .with_max_established(Some(limits.max_connections))
                     .with_max_pending_incoming(Some(limits.max_pending)),
             ),
-            per_ip: per_ip::PerIpLimit::new(limits.max_per_ip),
+            per_ip: per_ip::PerIpLimit::new(limits.max_per_ip, limits.per_ip_exempt_loopback),
             streams: libp2p_stream::Behaviour::new(),
         };
         let control = behaviour.streams.new_control();

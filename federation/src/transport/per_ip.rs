@@ -29,6 +29,7 @@ pub struct PerIpLimitExceeded {
 #[derive(Debug)]
 pub struct PerIpLimit {
     limit: u32,
+    exempt_loopback: bool,
     by_connection: HashMap<ConnectionId, IpAddr>,
     per_ip: HashMap<IpAddr, u32>,
 }
@@ -43,10 +44,11 @@ pub fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
 }
 
 impl PerIpLimit {
-    /// A cap of `limit` inbound connections per IP address.
-    pub fn new(limit: u32) -> Self {
+    /// A cap of `limit` inbound connections per IP address (loopback exempt if asked).
+    pub fn new(limit: u32, exempt_loopback: bool) -> Self {
         Self {
             limit,
+            exempt_loopback,
             by_connection: HashMap::new(),
             per_ip: HashMap::new(),
         }
@@ -82,6 +84,9 @@ impl NetworkBehaviour for PerIpLimit {
         let Some(ip) = ip_of(remote) else {
             return Ok(());
         };
+        if self.exempt_loopback && ip.is_loopback() {
+            return Ok(());
+        }
         if self.count(&ip) >= self.limit {
             return Err(ConnectionDenied::new(PerIpLimitExceeded {
                 limit: self.limit,

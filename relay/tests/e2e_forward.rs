@@ -1,0 +1,316 @@
+//! 2-hop routing between real relay processes: a client hands sealed SENDs to its own
+//! relay, which forwards them to the recipient's relay.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{Owner, RelayProcess, body};
+use petrel_federation::auth::Auth;
+use petrel_federation::client::{Command, RelayFrame, Response};
+use petrel_federation::peer::SignedRelayInfo;
+use petrel_federation::seal::{EnvelopeKey, ForwardedRequest, ResponseOpener, SealedEnvelope};
+use petrel_federation::transport::connection::RelayConnection;
+use petrel_federation::{ErrorCode, KeyHash, QueueId, RelayAddress};
+
+const FAST_RETRY: &[&str] = &["--forward-to-private", "--forward-retry-min-ms", "50"];
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Asks `via` for `dest`'s signed info and checks it against `dest`'s key.
+async fn sealing_key(via: &RelayConnection, dest: &RelayAddress) -> [u8; 32] {
+    match via
+        .request(
+            None,
+            Command::RelayInfo {
+                relay: dest.clone(),
+            },
+        )
+        .await
+        .unwrap()
+    {
+        Response::RelayInfo(info) => verified(&info, dest),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn verified(info: &SignedRelayInfo, dest: &RelayAddress) -> [u8; 32] {
+    info.verify(dest.key(), now()).unwrap().sealing_key
+}
+
+fn seal_send(
+    sealing: &[u8; 32],
+    sid: QueueId,
+    text: &[u8],
+    sender: Option<&ed25519_dalek::SigningKey>,
+) -> (SealedEnvelope, ResponseOpener) {
+    let eph = EnvelopeKey::generate(&mut rand::rng());
+    let command = Command::Send {
+        sender_id: sid,
+        body: body(text),
+    };
+    let auth = sender.map(|k| Auth::sign(k, &eph.public(), &command).unwrap());
+    let request = ForwardedRequest {
+        sent_at: now(),
+        auth,
+        command,
+    };
+    eph.seal(sealing, &request).unwrap()
+}
+
+async fn forward(
+    conn: &RelayConnection,
+    dest: &RelayAddress,
+    envelope: SealedEnvelope,
+) -> Response {
+    conn.request(
+        None,
+        Command::Forward {
+            destination: dest.clone(),
+            envelope,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn open(opener: &ResponseOpener, response: Response) -> Response {
+    match response {
+        Response::Forwarded(sealed) => opener.open(&sealed).unwrap(),
+        other => panic!("expected a sealed answer, got {other:?}"),
+    }
+}
+
+async fn next_delivery(conn: &mut RelayConnection) -> petrel_federation::client::Delivery {
+    match conn.next_event().await.expect("session ended") {
+        RelayFrame::Deliver(d) => d,
+        other => panic!("expected a delivery, got {other:?}"),
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn dir_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            all.extend(std::fs::read(path).unwrap());
+        }
+    }
+    all
+}
+
+#[tokio::test]
+async fn forwarding_outbox_replay_policy_and_key_mismatch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r1 = RelayProcess::start(&tmp.path().join("r1"), FAST_RETRY);
+    let r2_dir = tmp.path().join("r2");
+    let r2 = RelayProcess::start(&r2_dir, FAST_RETRY);
+    let r2_addr = r2.address.clone();
+    let r2_port = r2_addr.endpoints()[0].port.to_string();
+
+    // Bob's queue lives on R2; Alice talks only to R1.
+    let mut bob = RelayConnection::connect(&r2_addr).await.unwrap();
+    let q = Owner::create(&bob, 11, true).await;
+    let sid = q.created.sender_id;
+    let alice = RelayConnection::connect(&r1.address).await.unwrap();
+    let sealing = sealing_key(&alice, &r2_addr).await;
+
+    // The confirmation (unsigned, queue not yet secured) goes through R1.
+    let (env, opener) = seal_send(&sealing, sid, b"hello via R1", None);
+    assert_eq!(
+        open(&opener, forward(&alice, &r2_addr, env.clone()).await),
+        Response::Ok
+    );
+    let d = next_delivery(&mut bob).await;
+    assert_eq!(q.open(&d).body, body(b"hello via R1"));
+    // R2 saw R1, never Alice: the delivery is re-encrypted, so no byte of what Alice sealed
+    // leaves R2 unchanged.
+    assert!(!contains(&d.ciphertext, &env.ciphertext[..64]));
+
+    // A replayed envelope is answered OK again and stored once.
+    assert_eq!(
+        open(&opener, forward(&alice, &r2_addr, env).await),
+        Response::Ok
+    );
+    let ack = Command::Ack {
+        recipient_id: q.created.recipient_id,
+        msg_id: d.msg_id,
+    };
+    assert_eq!(bob.request(Some(&q.key), ack).await.unwrap(), Response::Ok);
+    let get = Command::Get {
+        recipient_id: q.created.recipient_id,
+    };
+    assert_eq!(
+        bob.request(Some(&q.key), get.clone()).await.unwrap(),
+        Response::Empty
+    );
+
+    // Secure with Alice's sender key: signed forwards pass, unsigned ones get AUTH (sealed).
+    let sender = ed25519_dalek::SigningKey::from_bytes(&[12; 32]);
+    let secure = Command::Secure {
+        recipient_id: q.created.recipient_id,
+        sender_key_hash: KeyHash::of(&sender.verifying_key().to_bytes()),
+    };
+    assert_eq!(
+        bob.request(Some(&q.key), secure).await.unwrap(),
+        Response::Ok
+    );
+    let (env, opener) = seal_send(&sealing, sid, b"unsigned", None);
+    assert_eq!(
+        open(&opener, forward(&alice, &r2_addr, env).await),
+        Response::Error(ErrorCode::Auth)
+    );
+    let (env, opener) = seal_send(&sealing, sid, b"signed", Some(&sender));
+    assert_eq!(
+        open(&opener, forward(&alice, &r2_addr, env).await),
+        Response::Ok
+    );
+    let d = next_delivery(&mut bob).await;
+    assert_eq!(q.open(&d).body, body(b"signed"));
+    let ack = Command::Ack {
+        recipient_id: q.created.recipient_id,
+        msg_id: d.msg_id,
+    };
+    assert_eq!(bob.request(Some(&q.key), ack).await.unwrap(), Response::Ok);
+
+    // RESTRICT to R1: a direct SEND to R2 is refused, the forwarded one passes.
+    let restrict = Command::Restrict {
+        recipient_id: q.created.recipient_id,
+        forwarders: vec![*r1.address.key()],
+    };
+    assert_eq!(
+        bob.request(Some(&q.key), restrict).await.unwrap(),
+        Response::Ok
+    );
+    let direct = RelayConnection::connect(&r2_addr).await.unwrap();
+    let send = Command::Send {
+        sender_id: sid,
+        body: body(b"direct"),
+    };
+    assert_eq!(
+        direct.request(Some(&sender), send).await.unwrap(),
+        Response::Error(ErrorCode::Auth)
+    );
+
+    // Outage: R2 is killed; R1 accepts the envelope into its outbox.
+    r2.kill();
+    let (env, opener) = seal_send(&sealing, sid, b"through the outage", Some(&sender));
+    let forward_id = match forward(&alice, &r2_addr, env).await {
+        Response::Accepted { forward_id } => forward_id,
+        other => panic!("expected ACCEPTED, got {other:?}"),
+    };
+    let status = Command::ForwardStatus {
+        forward_id,
+        wait_secs: 0,
+    };
+    assert_eq!(
+        alice.request(None, status).await.unwrap(),
+        Response::Pending
+    );
+    // What R1 stores holds no queue ID.
+    let r1_bytes = dir_bytes(&tmp.path().join("r1"));
+    assert!(
+        !contains(&r1_bytes, &sid.0),
+        "R1's files contain the sender ID"
+    );
+
+    // R2 comes back on the same port; Bob resubscribes and gets the message once.
+    let r2 = RelayProcess::start(
+        &r2_dir,
+        &[FAST_RETRY, &["--listen", &format!("127.0.0.1:{r2_port}")]].concat(),
+    );
+    assert_eq!(r2.address.key(), r2_addr.key());
+    assert!(r2.address.endpoints().contains(&r2_addr.endpoints()[0]));
+    let mut bob = RelayConnection::connect(&r2_addr).await.unwrap();
+    let sub = Command::Subscribe {
+        recipient_id: q.created.recipient_id,
+    };
+    assert_eq!(bob.request(Some(&q.key), sub).await.unwrap(), Response::Ok);
+    let d = next_delivery(&mut bob).await;
+    assert_eq!(q.open(&d).body, body(b"through the outage"));
+    let status = Command::ForwardStatus {
+        forward_id,
+        wait_secs: 10,
+    };
+    assert_eq!(
+        open(&opener, alice.request(None, status).await.unwrap()),
+        Response::Ok
+    );
+    let ack = Command::Ack {
+        recipient_id: q.created.recipient_id,
+        msg_id: d.msg_id,
+    };
+    assert_eq!(bob.request(Some(&q.key), ack).await.unwrap(), Response::Ok);
+    assert_eq!(
+        bob.request(Some(&q.key), get).await.unwrap(),
+        Response::Empty
+    );
+    // Neither the delivered ciphertext nor the queue ID is in R1's files.
+    let r1_bytes = dir_bytes(&tmp.path().join("r1"));
+    assert!(!contains(&r1_bytes, &d.ciphertext[..64]));
+    assert!(!contains(&r1_bytes, &sid.0));
+
+    // A destination address with an altered key is refused, naming the mismatch.
+    let forged_key = RelayProcess::start(&tmp.path().join("other"), &[])
+        .address
+        .key()
+        .to_owned();
+    let forged = RelayAddress::new(forged_key, r2_addr.endpoints().to_vec()).unwrap();
+    let (env, _) = seal_send(&sealing, sid, b"to a forgery", Some(&sender));
+    assert_eq!(
+        forward(&alice, &forged, env).await,
+        Response::Error(ErrorCode::KeyMismatch)
+    );
+
+    // Unknown forward IDs are NO_MESSAGE.
+    let unknown = Command::ForwardStatus {
+        forward_id: petrel_federation::MsgId([1; 16]),
+        wait_secs: 0,
+    };
+    assert_eq!(
+        alice.request(None, unknown).await.unwrap(),
+        Response::Error(ErrorCode::NoMessage)
+    );
+}
+
+#[tokio::test]
+async fn forwarding_policy_off_and_private_destinations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = RelayProcess::start(&tmp.path().join("dest"), &[]);
+    let off = RelayProcess::start(
+        &tmp.path().join("off"),
+        &["--forwarding", "off", "--forward-to-private"],
+    );
+    let conn = RelayConnection::connect(&off.address).await.unwrap();
+    let (env, _) = seal_send(&[9; 32], QueueId([1; 16]), b"x", None);
+    assert_eq!(
+        forward(&conn, &dest.address, env.clone()).await,
+        Response::Error(ErrorCode::ForwardDenied)
+    );
+    // Default policy: a destination on loopback/private addresses only is refused, so
+    // clients cannot make a relay probe its own network.
+    let default = RelayProcess::start(&tmp.path().join("default"), &[]);
+    let conn = RelayConnection::connect(&default.address).await.unwrap();
+    assert_eq!(
+        forward(&conn, &dest.address, env).await,
+        Response::Error(ErrorCode::ForwardDenied)
+    );
+    // ...and a destination that refuses forwards from peers answers FORWARD_DENIED too.
+    let open_fwd = RelayProcess::start(&tmp.path().join("open"), &["--forward-to-private"]);
+    let conn = RelayConnection::connect(&open_fwd.address).await.unwrap();
+    let sealing = sealing_key(&conn, &off.address).await;
+    let (env, _) = seal_send(&sealing, QueueId([1; 16]), b"x", None);
+    assert_eq!(
+        forward(&conn, &off.address, env).await,
+        Response::Error(ErrorCode::ForwardDenied)
+    );
+}
