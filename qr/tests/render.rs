@@ -216,3 +216,27 @@ fn default_invitation_fits_the_promised_qr_versions() {
         assert_eq!(code.width(), 17 + 4 * usize::from(version));
     }
 }
+
+#[test]
+fn version_10_budget_is_101_bytes_of_endpoints() {
+    // specs/qr.md §"Sizes": an invitation fits version 10 at level M while its relay's
+    // endpoints take at most 101 bytes of binary form. A host-name endpoint with a port
+    // of 128 or more takes 5 bytes plus the name.
+    let with_name = |len: usize| {
+        let name = format!("{}.{}", "a".repeat(60), "b".repeat(len - 61));
+        Payload::Invitation(common::invitation(
+            petrel_qr::Purpose::Connect,
+            common::relay(3, &[&format!("wss/{name}:443")]),
+        ))
+    };
+    assert_eq!(QrCode::new(&with_name(96)).unwrap().version(), 10);
+    assert!(matches!(
+        QrCode::new(&with_name(97)),
+        Err(petrel_qr::EncodeError::TooLargeForQr { max_version: 10, .. })
+    ));
+    assert_eq!(QrCode::with_max_version(&with_name(97), 40).unwrap().version(), 11);
+    // Alphanumeric mode is worth two versions: the same link in lower case (byte mode)
+    // needs version 9 instead of 7.
+    let link = common::default_invitation().to_link().unwrap();
+    assert_eq!(QrCode::from_text(&link.to_lowercase(), 40).unwrap().version(), 9);
+}
