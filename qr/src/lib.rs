@@ -91,3 +91,56 @@ impl Decoded {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use petrel_federation::{QueueId, RelayAddress, RelayKey};
+
+    fn relay() -> RelayAddress {
+        // The Ed25519 base point: a valid key that needs no signing crate here.
+        let mut key = [0x66u8; 32];
+        key[0] = 0x58;
+        let endpoints = vec!["203.0.113.5:5223".parse().unwrap()];
+        RelayAddress::new(RelayKey(key), endpoints).unwrap()
+    }
+
+    #[test]
+    fn decoded_accessors_pick_the_right_payload() {
+        let invitation = Invitation {
+            purpose: Purpose::Rekey,
+            relay: relay(),
+            sender_id: QueueId([1; 16]),
+            dh_key: [2; 32],
+        };
+        let decoded = Decoded {
+            payload: Payload::Invitation(invitation.clone()),
+            provenance: Provenance::Pasted,
+        };
+        assert_eq!(decoded.invitation(), Some(&invitation));
+        assert_eq!(decoded.relay_address(), None);
+        let decoded = Decoded {
+            payload: Payload::RelayAddress(relay()),
+            provenance: Provenance::Scanned,
+        };
+        assert_eq!(decoded.relay_address(), Some(&relay()));
+        assert!(decoded.invitation().is_none());
+    }
+
+    #[test]
+    fn invitation_debug_names_neither_queue_nor_key() {
+        let invitation = Invitation {
+            purpose: Purpose::Connect,
+            relay: relay(),
+            sender_id: QueueId([0xab; 16]),
+            dh_key: [0xcd; 32],
+        };
+        let debug = format!("{invitation:?}");
+        assert!(
+            !debug.contains("ab, ") && !debug.contains("abab"),
+            "{debug}"
+        );
+        assert!(!debug.contains("205") && !debug.contains("cdcd"), "{debug}");
+        assert!(debug.contains("Connect"));
+    }
+}

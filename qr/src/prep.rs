@@ -233,6 +233,18 @@ mod tests {
     }
 
     #[test]
+    fn smooth_averages_and_sharpen_overshoots_at_edges() {
+        let img = gray(9, 9, |x, y| if (x, y) == (4, 4) { 90 } else { 0 });
+        let s = smooth(&img);
+        assert_eq!((s.at(4, 4), s.at(3, 3), s.at(0, 0)), (10, 10, 0));
+        let step = gray(8, 3, |x, _| if x < 4 { 60 } else { 180 });
+        let sharp = sharpen(&step);
+        // Either side of the edge is pushed further apart; flat areas stay put.
+        assert!(sharp.at(3, 1) < 60 && sharp.at(4, 1) > 180);
+        assert_eq!((sharp.at(0, 1), sharp.at(7, 1)), (60, 180));
+    }
+
+    #[test]
     fn binarize_follows_local_contrast_under_a_gradient() {
         // A dark stripe on a background that brightens from left to right.
         let img = gray(60, 10, |x, _| {

@@ -6,10 +6,10 @@
 //!    decompression bomb costs a header parse.
 //! 2. **Greyscale.** Transparent pixels are composited over white (a transparent PNG with
 //!    black modules would otherwise be all black).
-//! 3. **Detection passes** ([`crate::prep`] explains each), cheapest first, stopping at
+//! 3. **Detection passes** (`prep.rs` explains each), cheapest first, stopping at
 //!    the first pass that reads a QR code: as is; smoothed, contrast stretched and
-//!    locally thresholded; enlarged (tiny codes); shrunk (noisy or huge codes); sharpened and
-//!    enlarged (small, blurred codes); inverted (light on dark).
+//!    locally thresholded; enlarged (tiny codes); shrunk (noisy or huge codes);
+//!    sharpened and enlarged (small, blurred codes); inverted (light on dark).
 //! 4. **Interpretation.** The first QR code whose text is a valid Petrel payload wins;
 //!    otherwise the most telling error: a foreign code (with a preview of what it says),
 //!    a damaged Petrel code, a code that could not be read, or no code at all.
@@ -255,7 +255,7 @@ fn describe(error: rqrr::DeQRError) -> String {
         E::InvalidVersion | E::InvalidGridSize => "its size could not be determined",
         E::DataUnderflow | E::DataOverflow => "its data does not add up",
         E::UnknownDataType | E::EncodingError => "it uses an unsupported encoding",
-        _ => "unknown decoder error",
+        E::IoError => "its content could not be collected",
     }
     .to_string()
 }

@@ -232,11 +232,37 @@ fn version_10_budget_is_101_bytes_of_endpoints() {
     assert_eq!(QrCode::new(&with_name(96)).unwrap().version(), 10);
     assert!(matches!(
         QrCode::new(&with_name(97)),
-        Err(petrel_qr::EncodeError::TooLargeForQr { max_version: 10, .. })
+        Err(petrel_qr::EncodeError::TooLargeForQr {
+            max_version: 10,
+            ..
+        })
     ));
-    assert_eq!(QrCode::with_max_version(&with_name(97), 40).unwrap().version(), 11);
+    assert_eq!(
+        QrCode::with_max_version(&with_name(97), 40)
+            .unwrap()
+            .version(),
+        11
+    );
     // Alphanumeric mode is worth two versions: the same link in lower case (byte mode)
     // needs version 9 instead of 7.
     let link = common::default_invitation().to_link().unwrap();
-    assert_eq!(QrCode::from_text(&link.to_lowercase(), 40).unwrap().version(), 9);
+    assert_eq!(
+        QrCode::from_text(&link.to_lowercase(), 40)
+            .unwrap()
+            .version(),
+        9
+    );
+}
+
+#[test]
+fn a_relay_address_printed_as_text_scans_as_a_relay_address() {
+    // An operator may print `petrel://…` itself rather than Petrel's link form.
+    let relay = common::relay(7, &["203.0.113.5:5223", "wss/relay.example.org:443"]);
+    let png = QrCode::from_text(&relay.to_string(), 10)
+        .unwrap()
+        .to_png(4)
+        .unwrap();
+    let decoded = scan_image(&png).unwrap();
+    assert_eq!(decoded.relay_address(), Some(&relay));
+    assert_eq!(decoded.provenance, Provenance::Scanned);
 }

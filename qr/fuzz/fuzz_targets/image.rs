@@ -20,8 +20,14 @@ fuzz_target!(|data: &[u8]| {
     match scan_image_with_limits(data, &limits) {
         Err(ScanError::DecoderFault { stage }) => panic!("contained panic while {stage}"),
         Ok(decoded) => {
-            let link = decoded.payload.to_link().expect("a scanned payload has a link");
-            assert_eq!(Payload::from_link(&link).expect("its link decodes"), decoded.payload);
+            let link = decoded
+                .payload
+                .to_link()
+                .expect("a scanned payload has a link");
+            assert_eq!(
+                Payload::from_link(&link).expect("its link decodes"),
+                decoded.payload
+            );
         }
         Err(_) => {}
     }

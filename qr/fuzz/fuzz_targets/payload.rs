@@ -12,12 +12,21 @@ fuzz_target!(|data: &[u8]| {
         let bytes = payload.to_bytes().expect("a decoded payload encodes");
         assert_eq!(bytes, data, "decoded payloads are canonical");
         let link = payload.to_link().expect("a decoded payload has a link");
-        assert_eq!(Payload::from_link(&link).expect("its link decodes"), payload);
+        assert_eq!(
+            Payload::from_link(&link).expect("its link decodes"),
+            payload
+        );
     }
     if let Ok(text) = std::str::from_utf8(data) {
         if let Ok(decoded) = parse_pasted(text) {
-            let link = decoded.payload.to_link().expect("a parsed payload has a link");
-            assert_eq!(Payload::from_link(&link).expect("its link decodes"), decoded.payload);
+            let link = decoded
+                .payload
+                .to_link()
+                .expect("a parsed payload has a link");
+            assert_eq!(
+                Payload::from_link(&link).expect("its link decodes"),
+                decoded.payload
+            );
         }
     }
 });
