@@ -11,7 +11,8 @@
 //! code stores 5.5 bits per character instead of 8 (a default invitation fits version 7
 //! at level M instead of version 9), and none of them is special to a chat app, a shell,
 //! a URI or a terminal. Reading is lenient where a human or an app may have touched the
-//! text: any letter case, and spaces or line breaks anywhere after the scheme.
+//! text: any letter case, and spaces, line breaks or invisible break hints (soft hyphen,
+//! zero-width space) anywhere after the scheme.
 //!
 //! [`parse_text`] also accepts a relay address in its own text form
 //! (`petrel://<key>@<endpoints>`), so a relay operator's printed address can be pinned by
@@ -106,9 +107,19 @@ pub(crate) fn not_petrel(text: &str) -> PayloadError {
     }
 }
 
+/// White space, and the invisible characters chat apps and editors insert to let a long
+/// word wrap: soft hyphen, zero-width space and joiners, word joiner, BOM.
+fn is_ignorable(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            '\u{ad}' | '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}'
+        )
+}
+
 fn decode_link_body(rest: &str) -> Result<Payload, PayloadError> {
     let mut symbols = String::with_capacity(rest.len());
-    for c in rest.chars().filter(|c| !c.is_whitespace()) {
+    for c in rest.chars().filter(|&c| !is_ignorable(c)) {
         let upper = c.to_ascii_uppercase();
         if !BASE32_SYMBOLS.contains(upper) {
             return Err(PayloadError::BadCharacter {
@@ -184,6 +195,20 @@ mod tests {
         assert!(matches!(
             Payload::from_link("petrel://abc@1.2.3.4:5"),
             Err(PayloadError::NotPetrel { .. })
+        ));
+    }
+
+    #[test]
+    fn invisible_break_hints_are_ignored() {
+        let bytes = [0x21, 0x00];
+        let plain = format!("PETREL:{}", strict().encode(&bytes));
+        let (head, tail) = plain.split_at(9);
+        let hinted = format!("{head}\u{ad}\u{200b} \u{feff}\n{tail}");
+        // Both read the same frame (which is too short, hence the same error).
+        assert_eq!(Payload::from_link(&plain), Payload::from_link(&hinted));
+        assert!(matches!(
+            Payload::from_link(&hinted),
+            Err(PayloadError::Truncated { .. })
         ));
     }
 

@@ -28,11 +28,12 @@ proptest! {
     ) {
         let link = payload.to_link().unwrap();
         prop_assert_eq!(Payload::from_link(&link).unwrap(), payload.clone());
-        // What a chat app might do: lower-case it, wrap it, indent it.
+        // What a chat app might do: lower-case it, wrap it (with white space or invisible
+        // break hints), indent it.
         let mut mangled: Vec<char> = link.to_lowercase().chars().collect();
         for b in breaks {
             let at = 7 + b.index(mangled.len() - 7);
-            mangled.insert(at, if at % 2 == 0 { '\n' } else { ' ' });
+            mangled.insert(at, ['\n', ' ', '\u{200b}', '\u{ad}'][at % 4]);
         }
         let mangled: String = mangled.into_iter().collect();
         let decoded = parse_pasted(&format!("  {mangled}\n")).unwrap();
