@@ -114,3 +114,72 @@ fn bad_arguments_and_damaged_keys_give_clear_errors() {
     assert!(err.contains("relay.redb"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[tokio::test]
+async fn default_logs_name_no_queue_key_or_address() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("stderr.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_petrel-relay"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--listen", "127.0.0.1:0", "--http", "off"])
+        .env_remove("PETREL_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let address: petrel_federation::RelayAddress = line
+        .trim()
+        .strip_prefix("relay address: ")
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // Some traffic, including errors.
+    let conn = RelayConnection::connect(&address).await.unwrap();
+    let q = common::Owner::create(&conn, 5, true).await;
+    let send = Command::Send {
+        sender_id: q.created.sender_id,
+        body: common::body(b"hi"),
+    };
+    assert_eq!(conn.request(None, send).await.unwrap(), Response::Ok);
+    let bad = Command::Get {
+        recipient_id: petrel_federation::QueueId([3; 16]),
+    };
+    assert!(matches!(
+        conn.request(Some(&q.key), bad).await.unwrap(),
+        Response::Error(_)
+    ));
+    conn.close().await;
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("relay started"),
+        "the log is being written: {log}"
+    );
+    let rid = q.created.recipient_id;
+    let sid = q.created.sender_id;
+    let key_hex = hex::encode(q.key.verifying_key().to_bytes());
+    for needle in [
+        rid.to_hex(),
+        sid.to_hex(),
+        key_hex,
+        address.key_text(),
+        "127.0.0.1".to_string(),
+    ] {
+        assert!(
+            !log.contains(&needle),
+            "the default log contains {needle}: {log}"
+        );
+    }
+}
