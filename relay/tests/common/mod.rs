@@ -139,3 +139,93 @@ impl Owner {
 pub fn body(text: &[u8]) -> Vec<u8> {
     petrel_federation::padding::pad(text, 2048).unwrap()
 }
+
+/// Opens a session with the relay at `address`, failing the test with the reason if it
+/// cannot.
+pub async fn connect(address: &RelayAddress) -> RelayConnection {
+    RelayConnection::connect(address)
+        .await
+        .unwrap_or_else(|e| panic!("cannot open a session with the relay: {e}"))
+}
+
+/// Signs `command` with `key` for `conn`'s session.
+pub fn auth_for(
+    conn: &RelayConnection,
+    key: &ed25519_dalek::SigningKey,
+    command: &Command,
+) -> petrel_federation::Auth {
+    petrel_federation::Auth::sign(key, &conn.session_id().0, command).unwrap()
+}
+
+/// A client session that hands back the relay's frames as raw bytes (length prefix
+/// included), for comparing encodings byte for byte.
+pub struct RawSession {
+    node: petrel_federation::transport::Node,
+    stream: petrel_federation::transport::Stream,
+    pub session: petrel_federation::transport::session::ClientSession,
+}
+
+impl RawSession {
+    /// Dials `address`, opens a client stream and completes the hello.
+    pub async fn open(address: &RelayAddress) -> RawSession {
+        use petrel_federation::transport::{Keypair, Node};
+        let node = Node::start(Keypair::generate_ed25519(), &[], Default::default())
+            .await
+            .unwrap();
+        let peer = node.connect(address).await.unwrap();
+        let mut stream = node
+            .open(peer, petrel_federation::client::PROTOCOL)
+            .await
+            .unwrap();
+        let session = petrel_federation::transport::session::client_hello(&mut stream)
+            .await
+            .unwrap();
+        RawSession {
+            node,
+            stream,
+            session,
+        }
+    }
+
+    /// Sends one command with `corr`, signed by `key` when given, and returns the next
+    /// frame the relay sends, exactly as it came off the wire.
+    pub async fn exchange(
+        &mut self,
+        corr: u32,
+        key: Option<&ed25519_dalek::SigningKey>,
+        command: Command,
+    ) -> Vec<u8> {
+        use petrel_federation::client::ClientFrame;
+        use petrel_federation::frame::LEN_PREFIX;
+        use petrel_federation::transport::io::{read_body, write_message};
+        let version = self.session.version as u8;
+        let auth = key.map(|k| {
+            petrel_federation::Auth::sign(k, &self.session.session_id.0, &command).unwrap()
+        });
+        write_message(
+            &mut self.stream,
+            version,
+            &ClientFrame {
+                corr,
+                auth,
+                command,
+            },
+        )
+        .await
+        .unwrap();
+        let body = read_body(&mut self.stream, petrel_federation::limits::MAX_FRAME_LEN)
+            .await
+            .unwrap()
+            .expect("the relay closed the session");
+        let mut frame = Vec::with_capacity(LEN_PREFIX + body.len());
+        frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&body);
+        frame
+    }
+
+    /// Closes the stream and the local node.
+    pub async fn close(mut self) {
+        let _ = futures::AsyncWriteExt::close(&mut self.stream).await;
+        self.node.shutdown().await;
+    }
+}
