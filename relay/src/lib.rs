@@ -279,7 +279,17 @@ pub async fn run(
     on_ready(&address);
     tracing::info!("relay started");
 
-    // Client sessions.
+    // Client sessions. libp2p-stream drops an inbound stream that arrives while the
+    // previous one has not been taken yet (its channel has no buffer), so a dedicated task
+    // does nothing but move streams into a buffered channel; sessions start from there.
+    let (stream_tx, mut stream_rx) = tokio::sync::mpsc::channel(1024);
+    tasks.spawn(async move {
+        while let Some(next) = incoming.next().await {
+            if stream_tx.send(next).await.is_err() {
+                break;
+            }
+        }
+    });
     let session_relay = relay.clone();
     let session_stop = stop_rx.clone();
     let max_sessions = limits.max_sessions as usize;
@@ -288,7 +298,7 @@ pub async fn run(
         let mut stop = session_stop.clone();
         loop {
             tokio::select! {
-                next = incoming.next() => {
+                next = stream_rx.recv() => {
                     let Some((_peer, stream)) = next else { break };
                     while sessions.try_join_next().is_some() {}
                     if sessions.len() >= max_sessions {

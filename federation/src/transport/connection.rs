@@ -51,6 +51,32 @@ pub enum ConnectionError {
 
 type Waiters = Arc<Mutex<HashMap<u32, oneshot::Sender<Response>>>>;
 
+/// Attempts at opening a session stream before giving up.
+const OPEN_ATTEMPTS: u32 = 5;
+
+/// Opens the session stream and runs the hello. libp2p-stream hands inbound streams to the
+/// relay through a channel without a buffer and drops a stream that arrives while the
+/// previous one is still being taken, so under a burst of new sessions a stream can be
+/// closed before its hello; the stream (not the connection) is then opened again after a
+/// short back-off. A refusal by the relay (`Reject`) is final and not retried.
+async fn open_session(
+    node: &Node,
+    peer: libp2p::PeerId,
+) -> Result<(super::Stream, ClientSession), ConnectionError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut stream = node.open(peer, client::PROTOCOL).await?;
+        match client_hello(&mut stream).await {
+            Ok(session) => return Ok((stream, session)),
+            Err(HelloError::Frame(FrameError::Io(_))) if attempt < OPEN_ATTEMPTS => {
+                tokio::time::sleep(std::time::Duration::from_millis(10 << attempt)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// An open session with a relay.
 pub struct RelayConnection {
     node: Option<Node>,
@@ -73,8 +99,7 @@ impl RelayConnection {
         let node =
             Node::start(Keypair::generate_ed25519(), &[], TransportLimits::default()).await?;
         let peer = node.connect(relay).await?;
-        let mut stream = node.open(peer, client::PROTOCOL).await?;
-        let session = client_hello(&mut stream).await?;
+        let (stream, session) = open_session(&node, peer).await?;
         let version = session.version as u8;
         let (mut reader, mut writer) = stream.split();
         let waiters: Waiters = Arc::new(Mutex::new(HashMap::new()));
