@@ -29,3 +29,7 @@ pub const SEAL_REPLAY_TAG: &str = "petrel v1 sealed envelope replay tag";
 /// BLAKE3 `derive_key` context for the hash a relay stores of a relay key a queue owner
 /// allowed to hand it SENDs (RESTRICT).
 pub const FORWARDER_KEY_HASH: &str = "petrel v1 forwarder key hash";
+
+/// BLAKE3 `derive_key` context for the 4-byte checksum of a QR or link payload
+/// (`specs/qr.md`). It detects damage; it is not authentication.
+pub const QR_CHECKSUM: &str = "petrel v1 qr payload checksum";

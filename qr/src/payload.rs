@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// BLAKE3 `derive_key` context of the frame checksum.
-pub const CHECKSUM_CONTEXT: &str = "petrel v1 qr payload checksum";
+pub const CHECKSUM_CONTEXT: &str = petrel_federation::labels::QR_CHECKSUM;
 
 /// Bytes of checksum at the end of every frame.
 pub const CHECKSUM_LEN: usize = 4;
