@@ -183,3 +183,78 @@ async fn default_logs_name_no_queue_key_or_address() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_toml_config_file_sets_limits_and_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        "create_password = \"from-file\"\n[limits]\nqueue_quota = 1\n",
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let relay = RelayProcess::start(&dir.path().join("data"), &["--config", cfg]);
+    let conn = RelayConnection::connect(&relay.address).await.unwrap();
+    let q = common::Owner::create_with_password(&conn, 9, false, Some(b"from-file"))
+        .await
+        .unwrap();
+    let send = |t: &[u8]| Command::Send {
+        sender_id: q.created.sender_id,
+        body: common::body(t),
+    };
+    assert_eq!(conn.request(None, send(b"1")).await.unwrap(), Response::Ok);
+    assert_eq!(
+        conn.request(None, send(b"2")).await.unwrap(),
+        Response::Error(petrel_federation::ErrorCode::Quota)
+    );
+    drop(relay);
+    // A flag wins over the file.
+    let relay = RelayProcess::start(
+        &dir.path().join("data2"),
+        &[
+            "--config",
+            cfg,
+            "--create-password",
+            "from-flag",
+            "--queue-quota",
+            "2",
+        ],
+    );
+    let conn = RelayConnection::connect(&relay.address).await.unwrap();
+    assert!(
+        common::Owner::create_with_password(&conn, 9, false, Some(b"from-file"))
+            .await
+            .is_err()
+    );
+    let q = common::Owner::create_with_password(&conn, 9, false, Some(b"from-flag"))
+        .await
+        .unwrap();
+    let send = |t: &[u8]| Command::Send {
+        sender_id: q.created.sender_id,
+        body: common::body(t),
+    };
+    assert_eq!(conn.request(None, send(b"1")).await.unwrap(), Response::Ok);
+    assert_eq!(conn.request(None, send(b"2")).await.unwrap(), Response::Ok);
+    // An unknown key in the file is a clear error.
+    std::fs::write(&config, "queue_qouta = 3\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_petrel-relay"))
+        .args([
+            "--config",
+            cfg,
+            "--http",
+            "off",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data3"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        err.contains("relay.toml") && err.contains("queue_qouta"),
+        "{err}"
+    );
+}
