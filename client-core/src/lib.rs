@@ -1,1 +1,12 @@
-//! Placeholder until this crate's issue lands.
+//! The Petrel client core: everything a Petrel client does, without I/O of its own.
+//!
+//! * [`ratchet`] — layer 1, the end-to-end double ratchet with header encryption and an
+//!   ML-KEM-768 hybrid (`specs/protocol.md` §12.1): sessions created by the pairing
+//!   handshake, messages padded to a size class, skipped keys, duplicate and gap detection,
+//!   re-keying and the safety code.
+//!
+//! Randomness and time are passed in, so that every test replays exactly.
+
+#![warn(missing_docs)]
+
+pub mod ratchet;
