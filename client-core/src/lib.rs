@@ -4,6 +4,7 @@
 //!   ML-KEM-768 hybrid (`specs/protocol.md` §12.1): sessions created by the pairing
 //!   handshake, messages padded to a size class, skipped keys, duplicate and gap detection,
 //!   re-keying and the safety code.
+//! * [`profile`] — profiles and their pinned relays.
 //! * [`store`] — the encrypted redb store: Argon2id-wrapped data key, every record sealed
 //!   with XChaCha20-Poly1305 under a keyed-hash index.
 //!
@@ -11,5 +12,6 @@
 
 #![warn(missing_docs)]
 
+pub mod profile;
 pub mod ratchet;
 pub mod store;
