@@ -73,7 +73,7 @@ error_codes! {
     Unreachable = 14, "destination relay unreachable";
     /// The forwarding outbox is full.
     OutboxFull = 15, "forwarding outbox full";
-    /// A sealed envelope could not be opened, is stale, or was seen before.
+    /// A sealed envelope could not be opened, or is too old or too far in the future.
     Envelope = 16, "sealed envelope rejected";
     /// A forwarded message expired in the outbox before it could be delivered.
     Expired = 17, "forwarded message expired";

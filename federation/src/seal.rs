@@ -20,10 +20,11 @@
 //!
 //! Each key is used for exactly one message, so the derived nonces never repeat. The SEND
 //! inside is signed with `e_pub` as its binding (see [`crate::auth`]), and the destination
-//! keeps `derive_key("petrel v1 sealed envelope replay tag", e_pub)` for
-//! [`FORWARD_MAX_SKEW_SECS`](crate::limits::FORWARD_MAX_SKEW_SECS) × 2: an envelope whose
-//! tag is already there is answered `ENVELOPE` and not stored again. (A sender that lost
-//! the answer seals a new envelope; the end-to-end layer drops the duplicate.)
+//! records `derive_key("petrel v1 sealed envelope replay tag", e_pub)` with the stored
+//! message, until the envelope is too old to be accepted
+//! ([`FORWARD_MAX_AGE_SECS`](crate::limits::FORWARD_MAX_AGE_SECS)): an envelope whose tag
+//! is there is answered with the same sealed `OK` and not stored again, so retries are
+//! idempotent.
 
 use crate::auth::Auth;
 use crate::client::{Command, Response};

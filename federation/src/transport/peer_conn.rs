@@ -108,6 +108,14 @@ impl PeerConnection {
         if let Ok(mut w) = self.waiters.lock() {
             w.insert(corr, tx);
         }
+        // The reader may have died between the caller's liveness check and the insert;
+        // then nobody would ever answer this waiter.
+        if !self.is_alive() {
+            if let Ok(mut w) = self.waiters.lock() {
+                w.remove(&corr);
+            }
+            return Err(ConnectionError::Closed);
+        }
         self.out
             .send(make(corr))
             .await
