@@ -50,6 +50,7 @@ pub struct Forwarder {
     outbox_changed: Notify,
     results: watch::Sender<u64>,
     outbox_counts: std::sync::Mutex<(usize, HashMap<RelayKey, usize>)>,
+    next_seq: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Forwarder {
@@ -79,9 +80,11 @@ impl Forwarder {
     /// Builds the forwarder and counts what the outbox already holds.
     pub fn new(node: Arc<Node>, relay: &Relay) -> Self {
         let mut counts = (0usize, HashMap::new());
+        let mut max_seq = 0;
         if let Ok(entries) = relay.store.read(|t| t.outbox()) {
             for (_, e) in entries {
                 counts.0 += 1;
+                max_seq = max_seq.max(e.seq);
                 *counts.1.entry(*e.destination.key()).or_insert(0) += 1;
             }
         }
@@ -91,6 +94,7 @@ impl Forwarder {
             outbox_changed: Notify::new(),
             results: watch::channel(0).0,
             outbox_counts: std::sync::Mutex::new(counts),
+            next_seq: std::sync::atomic::AtomicU64::new(max_seq + 1),
         }
     }
 
@@ -169,12 +173,25 @@ impl Forwarder {
         if let Err(code) = self.policy_allows(relay, &dest) {
             return Response::Error(code);
         }
-        match self.try_forward(relay, &dest, &envelope).await {
-            Ok(ForwardReply::Sealed(sealed)) => return Response::Forwarded(sealed),
-            Ok(ForwardReply::Refused(code)) => return Response::Error(code),
-            // A relay that proves another key is not the destination: never store for it.
-            Err(ErrorCode::KeyMismatch) => return Response::Error(ErrorCode::KeyMismatch),
-            Err(_) => {}
+        // Arrival order, kept by the outbox if this forward has to wait there.
+        let seq = self
+            .next_seq
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // While older forwards to this destination wait in the outbox, newer ones queue
+        // behind them instead of overtaking.
+        let backlog = self
+            .outbox_counts
+            .lock()
+            .map(|c| c.1.get(dest.key()).copied().unwrap_or(0) > 0)
+            .unwrap_or(false);
+        if !backlog {
+            match self.try_forward(relay, &dest, &envelope).await {
+                Ok(ForwardReply::Sealed(sealed)) => return Response::Forwarded(sealed),
+                Ok(ForwardReply::Refused(code)) => return Response::Error(code),
+                // A relay that proves another key is not the destination: never store for it.
+                Err(ErrorCode::KeyMismatch) => return Response::Error(ErrorCode::KeyMismatch),
+                Err(_) => {}
+            }
         }
         // Unreachable now: keep it and keep trying.
         let limits = &relay.config.limits;
@@ -194,7 +211,8 @@ impl Forwarder {
             destination: dest.clone(),
             envelope,
             accepted_at: relay.clock().now(),
-            attempts: 1,
+            attempts: u32::from(!backlog),
+            seq,
         };
         let stored = relay
             .store
@@ -266,19 +284,30 @@ impl Forwarder {
         }
     }
 
-    /// Retries the outbox until `stop` turns true.
+    /// Retries the outbox until `stop` turns true. Entries go out per destination in the
+    /// order the forwards arrived; the first one that still cannot be delivered holds back
+    /// the rest for that destination until its next try, so an outage does not reorder a
+    /// queue's messages.
     pub async fn run_outbox(self: Arc<Self>, relay: Arc<Relay>, mut stop: watch::Receiver<bool>) {
-        let mut next_try: HashMap<MsgId, tokio::time::Instant> = HashMap::new();
+        let mut next_try: HashMap<RelayKey, tokio::time::Instant> = HashMap::new();
+        let mut attempts: HashMap<RelayKey, u32> = HashMap::new();
         let limits = relay.config.limits.clone();
         loop {
-            let entries = relay.store.read(|t| t.outbox()).unwrap_or_default();
+            let mut entries = relay.store.read(|t| t.outbox()).unwrap_or_default();
+            entries.sort_by_key(|(_, e)| e.seq);
             let now = tokio::time::Instant::now();
             let mut wake = now + Duration::from_secs(60);
-            next_try.retain(|id, _| entries.iter().any(|(e, _)| e == id));
+            let mut blocked: std::collections::HashSet<RelayKey> = std::collections::HashSet::new();
             for (id, entry) in entries {
-                let due = *next_try.entry(id).or_insert(now);
-                if due > now {
+                let dest = *entry.destination.key();
+                if blocked.contains(&dest) {
+                    continue;
+                }
+                if let Some(&due) = next_try.get(&dest)
+                    && due > now
+                {
                     wake = wake.min(due);
+                    blocked.insert(dest);
                     continue;
                 }
                 let clock_now = relay.clock().now();
@@ -307,22 +336,25 @@ impl Forwarder {
                             .await
                             .is_ok()
                         {
-                            self.uncount(entry.destination.key());
-                            next_try.remove(&id);
+                            self.uncount(&dest);
+                            next_try.remove(&dest);
+                            attempts.remove(&dest);
                             self.results.send_modify(|n| *n += 1);
                         }
                     }
                     None => {
-                        let attempts = entry.attempts.saturating_add(1);
+                        let n = attempts.entry(dest).or_insert(0);
+                        *n = n.saturating_add(1);
                         let backoff = limits
                             .forward_retry_min()
-                            .saturating_mul(1u32 << attempts.min(16))
+                            .saturating_mul(1u32 << (*n).min(16))
                             .min(limits.forward_retry_max());
                         let at = tokio::time::Instant::now() + backoff;
-                        next_try.insert(id, at);
+                        next_try.insert(dest, at);
                         wake = wake.min(at);
+                        blocked.insert(dest);
                         let mut updated = entry.clone();
-                        updated.attempts = attempts;
+                        updated.attempts = updated.attempts.saturating_add(1);
                         let _ = relay
                             .store
                             .write(move |t| t.put_outbox(&id, &updated))
@@ -339,13 +371,46 @@ impl Forwarder {
     }
 }
 
-/// Destination side: opens an envelope and executes its SEND. `via` is the hash of the
-/// relay that brought it.
-pub async fn handle_forwarded(
+/// A forwarded SEND after its synchronous checks: answered already, or waiting for the
+/// store commit.
+pub enum ForwardJob {
+    /// The answer is known (a replay, a refused command, a failed check inside the SEND).
+    Ready(SealedResponse),
+    /// The SEND is in the store's next commit.
+    Pending(
+        seal::ResponseSealer,
+        std::pin::Pin<Box<dyn std::future::Future<Output = crate::service::Outcome> + Send>>,
+    ),
+}
+
+impl std::fmt::Debug for ForwardJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ForwardJob::Ready(_) => "Ready(..)",
+            ForwardJob::Pending(..) => "Pending(..)",
+        })
+    }
+}
+
+fn seal_answer(
+    relay: &Relay,
+    sealer: &seal::ResponseSealer,
+    response: &Response,
+) -> SealedResponse {
+    if let Response::Error(code) = response {
+        relay.metrics.error(*code);
+    }
+    sealer.seal(response)
+}
+
+/// Destination side, synchronous part: opens an envelope, checks its age and replay tag,
+/// and hands its SEND to the store (in call order, so forwards read in order are stored in
+/// order). `via` is the hash of the relay that brought it.
+pub fn begin_forwarded(
     relay: &Arc<Relay>,
     via: KeyHash,
     envelope: &SealedEnvelope,
-) -> Result<SealedResponse, ErrorCode> {
+) -> Result<ForwardJob, ErrorCode> {
     let (request, sealer) =
         seal::open_request(&relay.keys.sealing, envelope).map_err(|_| ErrorCode::Envelope)?;
     let now = relay.clock().now();
@@ -356,16 +421,22 @@ pub async fn handle_forwarded(
     }
     let tag = seal::replay_tag(envelope);
     match relay.store.read(|t| t.replay_seen(&tag, now)) {
-        Ok(true) => return Ok(sealer.seal(&Response::Ok)),
+        Ok(true) => return Ok(ForwardJob::Ready(sealer.seal(&Response::Ok))),
         Ok(false) => {}
         Err(_) => return Err(ErrorCode::Internal),
     }
     if !matches!(request.command, Command::Send { .. }) {
-        return Ok(sealer.seal(&Response::Error(ErrorCode::Prohibited)));
+        let answer = seal_answer(relay, &sealer, &Response::Error(ErrorCode::Prohibited));
+        return Ok(ForwardJob::Ready(answer));
     }
     let origin = Origin {
         via,
-        replay: Some((tag, now + FORWARD_MAX_AGE_SECS + FORWARD_MAX_SKEW_SECS)),
+        replay: Some((
+            tag,
+            request
+                .sent_at
+                .saturating_add(FORWARD_MAX_AGE_SECS + FORWARD_MAX_SKEW_SECS),
+        )),
     };
     let prepared = relay.prepare(
         &mut SessionLimits::default(),
@@ -374,20 +445,38 @@ pub async fn handle_forwarded(
         request.command,
         &origin,
     );
-    let response = match prepared {
-        Prepared::Reply(r) => r,
-        Prepared::Pending(fut) => {
+    Ok(match prepared {
+        Prepared::Reply(r) => ForwardJob::Ready(seal_answer(relay, &sealer, &r)),
+        Prepared::Pending(fut) => ForwardJob::Pending(sealer, fut),
+        Prepared::Subscribe(_) => ForwardJob::Ready(seal_answer(
+            relay,
+            &sealer,
+            &Response::Error(ErrorCode::Prohibited),
+        )),
+    })
+}
+
+/// Destination side, asynchronous part: waits for the commit and seals the answer.
+pub async fn finish_forwarded(relay: &Relay, job: ForwardJob) -> SealedResponse {
+    match job {
+        ForwardJob::Ready(sealed) => sealed,
+        ForwardJob::Pending(sealer, fut) => {
             let outcome = fut.await;
             if let Effect::Stored(rid) = outcome.effect {
                 relay.metrics.message_stored();
                 relay.wake(&rid);
             }
-            outcome.response
+            seal_answer(relay, &sealer, &outcome.response)
         }
-        Prepared::Subscribe(_) => Response::Error(ErrorCode::Prohibited),
-    };
-    if let Response::Error(code) = &response {
-        relay.metrics.error(*code);
     }
-    Ok(sealer.seal(&response))
+}
+
+/// Destination side, both parts (for a forward addressed to this relay itself).
+pub async fn handle_forwarded(
+    relay: &Arc<Relay>,
+    via: KeyHash,
+    envelope: &SealedEnvelope,
+) -> Result<SealedResponse, ErrorCode> {
+    let job = begin_forwarded(relay, via, envelope)?;
+    Ok(finish_forwarded(relay, job).await)
 }

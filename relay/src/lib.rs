@@ -369,13 +369,17 @@ pub async fn run(
 }
 
 /// One peer relay's session: hello, then forwards and info requests until it ends or
-/// misbehaves too often.
+/// misbehaves too often. Like a client session, forwards are checked and handed to the
+/// store in the order they are read, many are in flight at once (so they share commits),
+/// and each is answered by `corr` when its commit is done.
 async fn serve_peer(
     relay: Arc<Relay>,
     peer_id: libp2p::PeerId,
     mut stream: petrel_federation::transport::Stream,
 ) {
     use forward::ForwardingMode;
+    use futures::{AsyncReadExt, StreamExt, stream::FuturesUnordered};
+    use petrel_federation::frame::FrameError;
     let Some(peer_key) = petrel_federation::transport::relay_key_of_peer(&peer_id) else {
         return;
     };
@@ -397,62 +401,74 @@ async fn serve_peer(
     let limits = relay.config.limits.clone();
     let mut bucket = session::Bucket::new(limits.peer_forward_burst, limits.peer_forwards_per_sec);
     let mut bad = 0u32;
+
+    let (mut reader, mut writer) = stream.split();
+    let (tx, mut requests) = tokio::sync::mpsc::channel::<Result<PeerRequest, FrameError>>(256);
+    let reader_task = tokio::spawn(async move {
+        loop {
+            let next = read_message::<PeerRequest, _>(&mut reader, version, MAX_FRAME_LEN).await;
+            let fatal = matches!(
+                next,
+                Err(FrameError::Io(_)
+                    | FrameError::TooLarge { .. }
+                    | FrameError::Truncated { .. }
+                    | FrameError::Empty)
+            );
+            if tx.send(next).await.is_err() || fatal {
+                break;
+            }
+        }
+    });
+    let mut pending = FuturesUnordered::new();
+    let mut closing = false;
     loop {
-        let request =
-            match read_message::<PeerRequest, _>(&mut stream, version, MAX_FRAME_LEN).await {
-                Ok(r) => r,
-                Err(petrel_federation::frame::FrameError::Malformed { .. })
-                | Err(petrel_federation::frame::FrameError::Trailing { .. })
-                | Err(petrel_federation::frame::FrameError::Version { .. }) => {
-                    bad += 1;
-                    let reply = PeerReply::Error {
-                        corr: 0,
-                        code: ErrorCode::Malformed,
-                    };
-                    if bad >= limits.peer_max_bad_forwards
-                        || write_message(&mut stream, version, &reply).await.is_err()
-                    {
-                        break;
-                    }
-                    continue;
-                }
-                Err(_) => break,
-            };
-        let reply = match request {
-            PeerRequest::Info { corr } => PeerReply::Info {
-                corr,
-                info: relay.relay_info(),
-            },
-            PeerRequest::Forward { corr, envelope } => {
-                if !allowed {
-                    PeerReply::Error {
-                        corr,
-                        code: ErrorCode::ForwardDenied,
-                    }
-                } else if !bucket.take() {
-                    PeerReply::Error {
-                        corr,
-                        code: ErrorCode::RateLimited,
-                    }
-                } else {
-                    match forward::handle_forwarded(&relay, via, &envelope).await {
-                        Ok(response) => PeerReply::Forwarded { corr, response },
-                        Err(code) => {
-                            bad += 1;
-                            PeerReply::Error { corr, code }
+        if closing && pending.is_empty() {
+            break;
+        }
+        let reply = tokio::select! {
+            Some((corr, sealed)) = pending.next(), if !pending.is_empty() => {
+                PeerReply::Forwarded { corr, response: sealed }
+            }
+            next = requests.recv(), if !closing => match next {
+                Some(Ok(PeerRequest::Info { corr })) => PeerReply::Info { corr, info: relay.relay_info() },
+                Some(Ok(PeerRequest::Forward { corr, envelope })) => {
+                    if !allowed {
+                        PeerReply::Error { corr, code: ErrorCode::ForwardDenied }
+                    } else if !bucket.take() {
+                        PeerReply::Error { corr, code: ErrorCode::RateLimited }
+                    } else {
+                        match forward::begin_forwarded(&relay, via, &envelope) {
+                            Ok(job) => {
+                                let relay = relay.clone();
+                                pending.push(async move { (corr, forward::finish_forwarded(&relay, job).await) });
+                                continue;
+                            }
+                            Err(code) => {
+                                bad += 1;
+                                PeerReply::Error { corr, code }
+                            }
                         }
                     }
                 }
-            }
+                Some(Err(FrameError::Malformed { .. } | FrameError::Trailing { .. } | FrameError::Version { .. })) => {
+                    bad += 1;
+                    PeerReply::Error { corr: 0, code: ErrorCode::Malformed }
+                }
+                Some(Err(_)) | None => {
+                    closing = true;
+                    continue;
+                }
+            },
         };
-        if write_message(&mut stream, version, &reply).await.is_err() {
+        if write_message(&mut writer, version, &reply).await.is_err() {
             break;
         }
-        if bad >= limits.peer_max_bad_forwards {
+        if bad >= limits.peer_max_bad_forwards && !closing {
             tracing::warn!("closing a peer session after too many bad forwards");
-            break;
+            closing = true;
         }
     }
+    reader_task.abort();
 }
 
 async fn wait_stop(mut stop: watch::Receiver<bool>) {

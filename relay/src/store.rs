@@ -118,6 +118,8 @@ pub struct OutboxEntry {
     pub accepted_at: u64,
     /// Attempts so far.
     pub attempts: u32,
+    /// Arrival order at this relay: the outbox delivers per destination in this order.
+    pub seq: u64,
 }
 
 /// How an accepted forward ended.

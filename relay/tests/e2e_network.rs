@@ -1182,12 +1182,10 @@ async fn latency_and_throughput_two_relays_vs_one() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Order across an outage (relay bug, ignored)
+// Order across an outage: the outbox delivers per destination in arrival order
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "relay bug: the outbox retries entries in forward-ID order, which is random, so \
-            forwards accepted during an outage reach the destination out of order"]
 async fn outbox_keeps_send_order_across_an_outage() {
     let tmp = tempfile::tempdir().unwrap();
     let config = write_config(tmp.path());
