@@ -17,8 +17,8 @@ pub const MAX_HOST_NAME_LEN: usize = 253;
 /// Longest queue-creation password, in bytes.
 pub const MAX_PASSWORD_LEN: usize = 128;
 
-/// How far a forwarded request's timestamp may be from the destination relay's clock, in
-/// seconds, before it is refused as stale (and so how long its replay tag is kept).
+/// How far ahead of the destination relay's clock a forwarded request's timestamp may be,
+/// in seconds, before it is refused.
 pub const FORWARD_MAX_SKEW_SECS: u64 = 300;
 
 /// Default number of messages a queue may hold before SEND answers `QUOTA`.

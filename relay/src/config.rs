@@ -54,8 +54,8 @@ pub struct Limits {
     pub peer_forwards_per_sec: u32,
     /// Forwards one peer relay may send in a burst.
     pub peer_forward_burst: u32,
-    /// Bad forwards (undecodable, unopenable, stale, replayed) after which a peer session
-    /// is closed.
+    /// Bad forwards (undecodable, unopenable or stale) after which a peer session is
+    /// closed.
     pub peer_max_bad_forwards: u32,
 }
 

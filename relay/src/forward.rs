@@ -67,6 +67,9 @@ fn is_private(host: &Host) -> bool {
         }
         Host::Ipv6(b) => {
             let ip = std::net::Ipv6Addr::from(*b);
+            if let Some(v4) = ip.to_ipv4_mapped() {
+                return is_private(&Host::Ipv4(v4.octets()));
+            }
             ip.is_loopback()
                 || ip.is_unspecified()
                 || (b[0] & 0xfe) == 0xfc
@@ -106,7 +109,9 @@ impl Forwarder {
             }
             _ => {}
         }
-        if !relay.config.forward_to_private && dest.endpoints().iter().all(|e| is_private(&e.host))
+        // Every endpoint is dialled, so one private endpoint is enough to refuse. (A host
+        // name is checked as written, not after resolution.)
+        if !relay.config.forward_to_private && dest.endpoints().iter().any(|e| is_private(&e.host))
         {
             return Err(ErrorCode::ForwardDenied);
         }
@@ -118,13 +123,17 @@ impl Forwarder {
         dest: &RelayAddress,
         timeout: Duration,
     ) -> Result<Arc<PeerConnection>, ErrorCode> {
-        let mut peers = self.peers.lock().await;
-        if let Some(p) = peers.get(dest.key())
-            && p.is_alive()
         {
-            return Ok(p.clone());
+            let peers = self.peers.lock().await;
+            if let Some(p) = peers.get(dest.key())
+                && p.is_alive()
+            {
+                return Ok(p.clone());
+            }
         }
-        peers.remove(dest.key());
+        // Dial without holding the lock, so one slow destination does not stall forwards
+        // to every other one. Two concurrent dials to one destination may race; the later
+        // session replaces the earlier and both work.
         let conn = tokio::time::timeout(timeout, PeerConnection::open(&self.node, dest))
             .await
             .map_err(|_| ErrorCode::Unreachable)?
@@ -138,7 +147,7 @@ impl Forwarder {
                 }
             })?;
         let conn = Arc::new(conn);
-        peers.insert(*dest.key(), conn.clone());
+        self.peers.lock().await.insert(*dest.key(), conn.clone());
         Ok(conn)
     }
 

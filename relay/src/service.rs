@@ -283,13 +283,19 @@ impl Relay {
             None => (&self.dummy_hash, false),
         };
         let key_ok: bool = presented.0.ct_eq(&expected.0).into();
-        let verify_key = if real {
+        // Every path decodes the presented key and runs one full verification against a
+        // valid key: an undecodable or weak presented key is swapped for the dummy key, so
+        // that it costs the same whether or not the queue exists.
+        let decodable =
+            ed25519_dalek::VerifyingKey::from_bytes(&auth.key).is_ok_and(|k| !k.is_weak());
+        let verify_key = if real && decodable {
             &auth.key
         } else {
             dummy_verifying_key()
         };
         let msg = signed_bytes(binding, command).map_err(|_| ErrorCode::Auth)?;
         let sig_ok = verify_with(verify_key, &auth.sig, &msg).is_ok();
+        let real = real & decodable;
         if real & key_ok & sig_ok {
             Ok(presented)
         } else {
@@ -836,7 +842,7 @@ fn sign_info(keys: &RelayKeys, now: u64) -> SignedRelayInfo {
             identity: keys.relay_key(),
             sealing_key: x25519_dalek::PublicKey::from(&keys.sealing).to_bytes(),
             valid_from: now.saturating_sub(3600),
-            valid_until: now + INFO_VALIDITY_SECS,
+            valid_until: now.saturating_sub(3600) + INFO_VALIDITY_SECS,
             min_version: *petrel_federation::SUPPORTED_VERSIONS.start(),
             max_version: *petrel_federation::SUPPORTED_VERSIONS.end(),
         },
