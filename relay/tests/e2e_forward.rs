@@ -314,3 +314,64 @@ async fn forwarding_policy_off_and_private_destinations() {
         Response::Error(ErrorCode::ForwardDenied)
     );
 }
+
+#[tokio::test]
+async fn outbox_bounds_and_peer_lists() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = RelayProcess::start(&tmp.path().join("dest"), &[]);
+    let other = RelayProcess::start(&tmp.path().join("other"), &[]);
+    let dest_addr = dest.address.clone();
+    let dest_key = dest_addr.key_text();
+
+    // `peers` mode: only the listed destination is served.
+    let peers_only = RelayProcess::start(
+        &tmp.path().join("peers"),
+        &[
+            "--forward-to-private",
+            "--forwarding",
+            "peers",
+            "--forward-peer",
+            &dest_key,
+        ],
+    );
+    let conn = RelayConnection::connect(&peers_only.address).await.unwrap();
+    let sealing = sealing_key(&conn, &dest_addr).await;
+    let owner_conn = RelayConnection::connect(&dest_addr).await.unwrap();
+    let q = Owner::create(&owner_conn, 31, false).await;
+    let (env, opener) = seal_send(&sealing, q.created.sender_id, b"listed", None);
+    assert_eq!(
+        open(&opener, forward(&conn, &dest_addr, env).await),
+        Response::Ok
+    );
+    let (env, _) = seal_send(&sealing, q.created.sender_id, b"unlisted", None);
+    assert_eq!(
+        forward(&conn, &other.address, env).await,
+        Response::Error(ErrorCode::ForwardDenied)
+    );
+
+    // A full outbox: with room for one envelope, the second forward to a dead relay is
+    // refused with OUTBOX_FULL.
+    let config = tmp.path().join("small.toml");
+    std::fs::write(
+        &config,
+        "[limits]\nmax_outbox = 1\nforward_timeout_secs = 1\n",
+    )
+    .unwrap();
+    let small = RelayProcess::start(
+        &tmp.path().join("small"),
+        &["--forward-to-private", "--config", config.to_str().unwrap()],
+    );
+    let conn = RelayConnection::connect(&small.address).await.unwrap();
+    drop(owner_conn);
+    dest.kill();
+    let (env, _) = seal_send(&sealing, q.created.sender_id, b"first", None);
+    assert!(matches!(
+        forward(&conn, &dest_addr, env).await,
+        Response::Accepted { .. }
+    ));
+    let (env, _) = seal_send(&sealing, q.created.sender_id, b"second", None);
+    assert_eq!(
+        forward(&conn, &dest_addr, env).await,
+        Response::Error(ErrorCode::OutboxFull)
+    );
+}
