@@ -105,7 +105,7 @@ fn endpoint() -> impl Strategy<Value = Endpoint> {
         // The last label must not be all digits (it would look like an IPv4 literal).
         "([a-z0-9]{1,20}\\.){0,3}[a-z][a-z0-9]{0,11}".prop_map(Host::Name),
     ];
-    (transport, host, any::<u16>()).prop_map(|(transport, host, port)| Endpoint {
+    (transport, host, 1..=u16::MAX).prop_map(|(transport, host, port)| Endpoint {
         transport,
         host,
         port,
@@ -114,8 +114,16 @@ fn endpoint() -> impl Strategy<Value = Endpoint> {
 
 /// Any valid relay address (1 to 8 endpoints).
 pub fn any_relay() -> impl Strategy<Value = RelayAddress> {
-    (any::<u8>(), prop::collection::vec(endpoint(), 1..=8))
-        .prop_map(|(seed, endpoints)| RelayAddress::new(relay_key(seed), endpoints).unwrap())
+    (any::<u8>(), prop::collection::vec(endpoint(), 1..=8)).prop_map(|(seed, mut endpoints)| {
+        // An address lists each endpoint once.
+        let mut seen = Vec::new();
+        endpoints.retain(|e| {
+            let new = !seen.contains(e);
+            seen.push(e.clone());
+            new
+        });
+        RelayAddress::new(relay_key(seed), endpoints).unwrap()
+    })
 }
 
 /// Any valid payload.
