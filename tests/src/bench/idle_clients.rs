@@ -137,9 +137,10 @@ async fn measure(
             "tries",
         )
         .note(format!(
-            "{} at a time. The relay takes sessions through libp2p-stream, whose hand-over \
-             channel holds one inbound stream: a stream arriving while the relay's accept loop \
-             has not taken the previous one is dropped, and the client must retry.",
+            "{} connecting at a time. libp2p-stream hands inbound streams over through a \
+             channel with room for one: a stream arriving before the relay has taken the \
+             previous one is dropped and the client must retry (the relay drains that channel \
+             in a task of its own to make this rare). 0 means no session was dropped.",
             plan.connect_parallelism
         )),
     );

@@ -36,6 +36,17 @@ pub fn rss_bytes(pid: Option<u32>) -> anyhow::Result<u64> {
     status_bytes(pid, "VmRSS")
 }
 
+/// Bytes the process has read through system calls so far (`rchar` of `/proc/PID/io`,
+/// page-cache hits included).
+pub fn read_chars(pid: Option<u32>) -> anyhow::Result<u64> {
+    let path = proc_path(pid, "io");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("rchar:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("{path} has no rchar line"))
+}
+
 /// Clock ticks per second for `/proc/PID/stat` times (`getconf CLK_TCK`, else 100).
 fn clock_ticks() -> f64 {
     static TICKS: OnceLock<f64> = OnceLock::new();

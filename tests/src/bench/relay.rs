@@ -214,6 +214,11 @@ impl RelayProcess {
         super::proc::rss_bytes(Some(self.pid))
     }
 
+    /// Bytes read through system calls so far.
+    pub fn read_chars(&self) -> anyhow::Result<u64> {
+        super::proc::read_chars(Some(self.pid))
+    }
+
     /// CPU seconds used so far.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
         super::proc::cpu_seconds(Some(self.pid))
@@ -253,9 +258,10 @@ pub async fn connect(address: &RelayAddress) -> anyhow::Result<RelayConnection> 
 ///
 /// Two refusals are retried for a few seconds, as a client would: a relay that has
 /// printed its address but not yet registered its session protocol answers "unsupported
-/// protocol", and libp2p-stream drops an inbound stream when the relay has not yet taken
-/// the previous one (its hand-over channel holds one), which the client sees as a failed
-/// hello. Start-up times therefore measure when the relay really answers a command.
+/// protocol" (relays before the fix that registers it first), and libp2p-stream drops an
+/// inbound stream when the relay has not yet taken the previous one (its hand-over channel
+/// holds one), which the client sees as a failed hello. Start-up times therefore measure
+/// when the relay really answers a command.
 pub async fn connect_retrying(address: &RelayAddress) -> anyhow::Result<(RelayConnection, u32)> {
     let started = Instant::now();
     let mut retries = 0;

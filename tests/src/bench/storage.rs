@@ -103,6 +103,7 @@ pub async fn run(plan: &StoragePlan, env: &super::Env, rows: &mut Vec<Row>) -> a
         let conn = connect(relay.address()).await?;
         let to_pong = relay.spawned_at().elapsed();
         let to_address = relay.spawn_to_address();
+        let read_at_start = relay.read_chars()?;
         conn.close().await;
         tokio::time::sleep(SETTLE).await;
         let rss = relay.rss()? as f64 / MIB;
@@ -113,9 +114,11 @@ pub async fn run(plan: &StoragePlan, env: &super::Env, rows: &mut Vec<Row>) -> a
             empty_size = Some(size);
         }
         eprintln!(
-            "storage: {label}: first PONG after {:.0} ms, RSS {rss:.1} MiB, store {:.1} MiB",
+            "storage: {label}: first PONG after {:.0} ms, RSS {rss:.1} MiB, store {:.1} MiB, \
+             {:.1} MiB read at start",
             to_pong.as_secs_f64() * 1e3,
-            size as f64 / MIB
+            size as f64 / MIB,
+            read_at_start as f64 / MIB
         );
 
         let mut rss_row = Row::info(
@@ -144,6 +147,21 @@ pub async fn run(plan: &StoragePlan, env: &super::Env, rows: &mut Vec<Row>) -> a
             .note(
                 "From spawning the process to the PONG of a fresh session: includes the bench \
                  client's libp2p start, TCP connect, Noise and Yamux handshakes and the hello.",
+            ),
+        );
+        rows.push(
+            Row::info(
+                &format!("{key}.startup_read"),
+                scenario,
+                &format!("start-up: bytes read until the first PONG, {label}"),
+                read_at_start as f64 / MIB,
+                "MiB",
+            )
+            .note(
+                "rchar of /proc/PID/io (page-cache hits included). redb opens a cleanly closed \
+                 store by loading its recorded allocator state; a store the previous process did \
+                 not close (its Database was never dropped) is repaired by reading every page, \
+                 which costs time and memory in proportion to the store.",
             ),
         );
         rows.push(Row::info(

@@ -562,6 +562,22 @@ async fn run_one(
         )
         .note(cpu_note),
     );
+    // Too short a window can show no CPU tick at all; then there is nothing to derive.
+    if measured > 0 && relay_cpu > 0.0 {
+        rows.push(
+            Row::info(
+                &format!("{key}.relay_ceiling"),
+                scenario,
+                &format!("relay alone, CPU-bound ceiling, {label}"),
+                super::proc::cpus() as f64 * measured as f64 / relay_cpu,
+                "msg/s",
+            )
+            .note(
+                "Derived, not measured: this machine's CPUs / relay CPU per message, i.e. the \
+                 rate if the relay had every core to itself and nothing but CPU limited it.",
+            ),
+        );
+    }
     rows.push(
         Row::info(
             &format!("{key}.relay_cores"),
