@@ -155,12 +155,13 @@ fn address_endpoints(
 }
 
 /// Runs the relay until `shutdown` resolves. `on_ready` gets the relay address once every
-/// listener is bound.
+/// listener is bound. The returned [`store::StoreWriter`] should be joined after the async
+/// runtime has shut down, so the store is closed cleanly before the process exits.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
     on_ready: impl FnOnce(&RelayAddress),
-) -> Result<(), RelayError> {
+) -> Result<store::StoreWriter, RelayError> {
     create_data_dir(&config.data_dir)?;
     let keys = RelayKeys::load_or_create(&config.data_dir, &mut rand::rng())?;
     let store_path = config.data_dir.join(STORE_FILE);
@@ -168,6 +169,7 @@ pub async fn run(
         path: store_path.clone(),
         source,
     })?;
+    let store_writer = store.writer_handle();
     let metrics = Metrics::new();
     let Some(keypair) = keys.libp2p_keypair() else {
         return Err(RelayError::Keys(keys::KeyError::Damaged {
@@ -363,9 +365,8 @@ pub async fn run(
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     node.stop().await;
-    while tasks.join_next().await.is_some() {}
     tracing::info!("relay stopped");
-    Ok(())
+    Ok(store_writer)
 }
 
 /// One peer relay's session: hello, then forwards and info requests until it ends or

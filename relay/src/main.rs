@@ -311,11 +311,16 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(petrel_relay::run(config, shutdown_signal(), |address| {
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "relay address: {address}");
-        let _ = out.flush();
-    }))?;
+    let store_writer =
+        runtime.block_on(petrel_relay::run(config, shutdown_signal(), |address| {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "relay address: {address}");
+            let _ = out.flush();
+        }))?;
+    // Dropping the runtime drops every task and with them every handle on the store; the
+    // writer then makes its last commit and closes the file, and only then do we exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    store_writer.join();
     Ok(())
 }

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::keys::RelayKeys;
 use crate::metrics::Metrics;
 use crate::store::{QueueRecord, QueueStatus, Store, StoreError, StoredMessage, Tables};
-use petrel_federation::auth::{Auth, dummy_verifying_key, signed_bytes, verify_with};
+use petrel_federation::auth::{Auth, dummy_verifying_key, signed_bytes};
 use petrel_federation::client::{Command, Delivery, QueueCreated, Response};
 use petrel_federation::delivery::{DeliveryBody, DeliveryKey, DeliveryKind};
 use petrel_federation::peer::{RelayInfo, SignedRelayInfo};
@@ -69,6 +69,7 @@ pub struct Relay {
     info: RwLock<SignedRelayInfo>,
     subscribers: Mutex<HashMap<QueueId, Subscriber>>,
     dummy_hash: KeyHash,
+    dummy_key: ed25519_dalek::VerifyingKey,
     own_forwarder_hash: KeyHash,
     draining: AtomicBool,
     next_session: AtomicU64,
@@ -159,6 +160,11 @@ impl Relay {
             info: RwLock::new(info),
             subscribers: Mutex::new(HashMap::new()),
             dummy_hash: KeyHash::of(dummy_verifying_key()),
+            // A key drawn by `SigningKey::generate` always decodes.
+            dummy_key: ed25519_dalek::VerifyingKey::from_bytes(dummy_verifying_key())
+                .unwrap_or_else(|_| {
+                    ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key()
+                }),
             own_forwarder_hash: KeyHash::of_forwarder(&keys.relay_key()),
             keys,
             draining: AtomicBool::new(false),
@@ -286,15 +292,18 @@ impl Relay {
         // Every path decodes the presented key and runs one full verification against a
         // valid key: an undecodable or weak presented key is swapped for the dummy key, so
         // that it costs the same whether or not the queue exists.
-        let decodable =
-            ed25519_dalek::VerifyingKey::from_bytes(&auth.key).is_ok_and(|k| !k.is_weak());
-        let verify_key = if real && decodable {
-            &auth.key
-        } else {
-            dummy_verifying_key()
+        // The presented key is decoded once; the dummy key was decoded at start-up.
+        let presented_key = ed25519_dalek::VerifyingKey::from_bytes(&auth.key)
+            .ok()
+            .filter(|k| !k.is_weak());
+        let decodable = presented_key.is_some();
+        let verify_key = match presented_key {
+            Some(k) if real => k,
+            _ => self.dummy_key,
         };
         let msg = signed_bytes(binding, command).map_err(|_| ErrorCode::Auth)?;
-        let sig_ok = verify_with(verify_key, &auth.sig, &msg).is_ok();
+        let signature = ed25519_dalek::Signature::from_bytes(&auth.sig.0);
+        let sig_ok = verify_key.verify_strict(&msg, &signature).is_ok();
         let real = real & decodable;
         if real & key_ok & sig_ok {
             Ok(presented)

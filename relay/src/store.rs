@@ -301,6 +301,22 @@ type Job = Box<dyn FnOnce(&mut Tables<'_>) -> Box<dyn FnOnce(bool) + Send> + Sen
 pub struct Store {
     db: Arc<Database>,
     jobs: mpsc::UnboundedSender<Job>,
+    writer: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+/// Waits for the store's writer thread to finish its last commit and close the file.
+#[derive(Debug)]
+pub struct StoreWriter(Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>);
+
+impl StoreWriter {
+    /// Blocks until every `Store` handle is gone and the writer has closed the database,
+    /// so the next start finds a cleanly closed file (no repair pass).
+    pub fn join(self) {
+        let handle = self.0.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -328,12 +344,18 @@ impl Store {
         }
         let db = Arc::new(db);
         let (jobs, rx) = mpsc::unbounded_channel();
-        let writer_db = db.clone();
-        std::thread::Builder::new()
+        // The writer thread owns the database: it closes it when the last `Store` is gone.
+        let writer_db = db;
+        let read_db = writer_db.clone();
+        let handle = std::thread::Builder::new()
             .name("petrel-store-writer".into())
             .spawn(move || writer(writer_db, rx))
             .map_err(|e| StoreError::Redb(e.to_string()))?;
-        Ok(Store { db, jobs })
+        Ok(Store {
+            db: read_db,
+            jobs,
+            writer: Arc::new(std::sync::Mutex::new(Some(handle))),
+        })
     }
 
     /// Runs `f` in the next group commit and returns its result once the commit is durable.
@@ -374,6 +396,11 @@ impl Store {
             replay: txn.open_table(REPLAY)?,
         };
         f(&tables)
+    }
+
+    /// A handle to wait for the writer thread at shutdown.
+    pub fn writer_handle(&self) -> StoreWriter {
+        StoreWriter(self.writer.clone())
     }
 
     /// (queues, messages) currently stored.
