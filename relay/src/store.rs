@@ -155,6 +155,24 @@ pub struct StoredMessage {
     pub ciphertext: Vec<u8>,
 }
 
+/// The oldest message of `rid` in a messages table (read or write transaction alike).
+fn first_message_in<T>(
+    messages: &T,
+    rid: &QueueId,
+) -> Result<Option<(u64, StoredMessage)>, StoreError>
+where
+    T: ReadableTable<([u8; 16], u64), &'static [u8]>,
+{
+    let mut range = messages.range((rid.0, 0)..=(rid.0, u64::MAX))?;
+    match range.next() {
+        Some(entry) => {
+            let (k, v) = entry?;
+            Ok(Some((k.value().1, decode(v.value())?)))
+        }
+        None => Ok(None),
+    }
+}
+
 fn decode<T: for<'a> Deserialize<'a>>(bytes: &[u8]) -> Result<T, StoreError> {
     postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -223,14 +241,7 @@ impl Tables<'_> {
     }
     /// The oldest message of a queue with its sequence number.
     pub fn first_message(&self, rid: &QueueId) -> Result<Option<(u64, StoredMessage)>, StoreError> {
-        let mut range = self.messages.range((rid.0, 0)..=(rid.0, u64::MAX))?;
-        match range.next() {
-            Some(entry) => {
-                let (k, v) = entry?;
-                Ok(Some((k.value().1, decode(v.value())?)))
-            }
-            None => Ok(None),
-        }
+        first_message_in(&self.messages, rid)
     }
     /// Removes one message.
     pub fn remove_message(&mut self, rid: &QueueId, seq: u64) -> Result<(), StoreError> {
@@ -439,14 +450,7 @@ impl ReadTables {
     }
     /// The oldest message of a queue with its sequence number.
     pub fn first_message(&self, rid: &QueueId) -> Result<Option<(u64, StoredMessage)>, StoreError> {
-        let mut range = self.messages.range((rid.0, 0)..=(rid.0, u64::MAX))?;
-        match range.next() {
-            Some(entry) => {
-                let (k, v) = entry?;
-                Ok(Some((k.value().1, decode(v.value())?)))
-            }
-            None => Ok(None),
-        }
+        first_message_in(&self.messages, rid)
     }
     /// Every outbox entry.
     pub fn outbox(&self) -> Result<Vec<(MsgId, OutboxEntry)>, StoreError> {
