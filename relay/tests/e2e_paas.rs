@@ -258,3 +258,39 @@ async fn a_toml_config_file_sets_limits_and_flags_override_it() {
         "{err}"
     );
 }
+
+#[test]
+fn on_a_paas_the_printed_address_is_the_platforms_https_host() {
+    use std::io::BufRead;
+    for (var, value, expected) in [
+        ("FLY_APP_NAME", "my-relay", "wss/my-relay.fly.dev:443"),
+        (
+            "RENDER_EXTERNAL_HOSTNAME",
+            "petrel-x.onrender.com",
+            "wss/petrel-x.onrender.com:443",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_petrel-relay"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--listen", "127.0.0.1:0", "--port", "0", "--log", "warn"])
+            .env_remove("FLY_APP_NAME")
+            .env_remove("RENDER_EXTERNAL_HOSTNAME")
+            .env_remove("PETREL_RELAY_ANNOUNCE")
+            .env(var, value)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            line.trim().ends_with(&format!("@{expected}")),
+            "{var}: {line}"
+        );
+    }
+}
