@@ -5,13 +5,21 @@
 //!   handshake, messages padded to a size class, skipped keys, duplicate and gap detection,
 //!   re-keying and the safety code.
 //! * [`profile`] — profiles and their pinned relays.
+//! * [`client`] — the engine: invitations, pairing through relays, messages, receipts,
+//!   the outbox, queue rotation and re-keying; [`contact`] its records, [`payload`] what
+//!   the ratchet carries, [`net`] the relay sessions.
 //! * [`store`] — the encrypted redb store: Argon2id-wrapped data key, every record sealed
 //!   with XChaCha20-Poly1305 under a keyed-hash index.
 //!
-//! Randomness and time are passed in, so that every test replays exactly.
+//! Randomness and time are passed in, so that every test replays exactly; only [`net`]
+//! and [`client`] do I/O (relay sessions over libp2p).
 
 #![warn(missing_docs)]
 
+pub mod client;
+pub mod contact;
+pub mod net;
+pub mod payload;
 pub mod profile;
 pub mod ratchet;
 pub mod store;

@@ -1,14 +1,17 @@
 //! `petrel`: the Petrel command-line client.
 //!
-//! Today it manages profiles and their pinned relays in the encrypted store; pairing,
-//! messaging and rotation arrive with the rest of the client work. The store lives in
-//! `--home` (default `~/.petrel`), unlocked with `PETREL_PASSPHRASE` or a prompt.
+//! Profiles and their pinned relays, invitations by QR code or link, pairing through the
+//! relays, messages, receipts, queue rotation and re-keying. The store lives in `--home`
+//! (default `~/.petrel`), unlocked with `PETREL_PASSPHRASE` or a prompt.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use petrel_client::client::{Client, Clock, Connected, Event};
+use petrel_client::contact::{ContactState, Direction};
 use petrel_client::profile::{Profile, Profiles};
 use petrel_client::store::{KdfParams, Store};
 use petrel_federation::RelayAddress;
+use petrel_qr::{Invitation, Payload as QrPayload, Purpose, QrCode, TerminalStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -17,10 +20,18 @@ use std::path::PathBuf;
     name = "petrel",
     version,
     about = "Petrel: private messaging with no user identifiers.",
+    long_about = "Petrel: private messaging with no user identifiers.\n\n\
+        Each profile is a separate identity with its own relays. Contacts pair by QR code:\n\
+        one side shows `petrel invite`, the other runs `petrel connect --image FILE` (or\n\
+        pastes the link), then both run `petrel sync`. After that, `send`, `sync`, `listen`\n\
+        and `chat` carry messages end-to-end encrypted, and queues rotate by themselves.",
     after_help = "Examples:\n  \
         petrel profile create work --relay petrel://...@203.0.113.5:5223\n  \
-        petrel profile list --json\n  \
-        petrel relay pin petrel://...@relay.example.org:5223\n\n\
+        petrel invite --png invite.png          # show it to your contact\n  \
+        petrel connect --image invite.png --alias bob\n  \
+        petrel sync --wait 30                   # complete the pairing\n  \
+        petrel send bob 'hello'\n  \
+        petrel chat bob\n\n\
         The passphrase comes from PETREL_PASSPHRASE, or is asked for on the terminal."
 )]
 struct Cli {
@@ -42,6 +53,85 @@ enum Command {
     /// Pin, list and unpin the current profile's relays.
     #[command(subcommand)]
     Relay(RelayCommand),
+    /// Make a one-time invitation: prints a link and a QR code to show a new contact.
+    Invite {
+        /// Also write the QR code as a PNG image.
+        #[arg(long, value_name = "FILE")]
+        png: Option<PathBuf>,
+        /// Also write the QR code as an SVG image.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+        /// The name to give whoever answers it (default: the display name they send).
+        #[arg(long)]
+        alias: Option<String>,
+        /// Instead of a new contact, re-key this existing contact: they scan it with
+        /// `petrel connect`, and fresh key material enters the connection.
+        #[arg(long, value_name = "CONTACT")]
+        rekey: Option<String>,
+        /// Do not print the QR code on the terminal (the link is still printed).
+        #[arg(long)]
+        no_terminal: bool,
+    },
+    /// Answer an invitation (or a contact's re-key code), from a link or a QR image.
+    Connect {
+        /// The link (PETREL:...), as pasted.
+        #[arg(required_unless_present = "image", conflicts_with = "image")]
+        link: Option<String>,
+        /// A photo or screenshot of the QR code (PNG or JPEG).
+        #[arg(long, value_name = "FILE")]
+        image: Option<PathBuf>,
+        /// The name to give the contact (default: the display name they send).
+        #[arg(long)]
+        alias: Option<String>,
+    },
+    /// List the profile's contacts.
+    Contacts {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the security code to compare with a contact in person.
+    Verify {
+        /// The contact.
+        contact: String,
+        /// Record that the codes matched.
+        #[arg(long)]
+        mark: bool,
+    },
+    /// Move a contact's inbound queue to a new one now (it also happens periodically).
+    Rotate {
+        /// The contact.
+        contact: String,
+    },
+    /// Send a text message.
+    Send {
+        /// The contact.
+        contact: String,
+        /// The text.
+        text: String,
+    },
+    /// Talk to the relays once: finish handshakes, send the outbox, print new messages as
+    /// `CONTACT: TEXT` lines, then exit.
+    Sync {
+        /// If nothing new arrived, wait up to this many seconds for the first message.
+        #[arg(long, value_name = "SECS")]
+        wait: Option<u64>,
+    },
+    /// Stay connected and print messages as they arrive (Ctrl-C to stop).
+    Listen,
+    /// Talk with one contact: lines you type are sent, messages arriving are printed.
+    Chat {
+        /// The contact.
+        contact: String,
+    },
+    /// Show the conversation with a contact.
+    History {
+        /// The contact.
+        contact: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -62,6 +152,15 @@ enum ProfileCommand {
         /// Contacts must reach this profile through one of its pinned relays.
         #[arg(long)]
         require_pinned_forwarding: bool,
+        /// How often inbound queues rotate, e.g. 7d, 12h, 30m, 90s.
+        #[arg(long, value_name = "PERIOD", default_value = "7d", value_parser = parse_period)]
+        rotate_every: u64,
+    },
+    /// Change how often the profile's inbound queues rotate, e.g. 7d, 12h, 30m, 90s.
+    Rotation {
+        /// The period.
+        #[arg(value_parser = parse_period)]
+        period: u64,
     },
     /// List profiles (the current one is marked with *).
     List {
@@ -150,69 +249,72 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// A period like `7d`, `12h`, `30m`, `90s` or plain seconds.
+fn parse_period(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a period: use e.g. 7d, 12h, 30m or 90s"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(format!("unknown unit in `{text}`: use s, m, h, d or w")),
+    };
+    let secs = n
+        .checked_mul(scale)
+        .ok_or_else(|| format!("`{text}` is too long"))?;
+    if secs == 0 {
+        return Err("the period must be at least one second".into());
+    }
+    Ok(secs)
+}
+
+fn clock() -> Clock {
+    // Tests of periodic rotation move the application clock forward; relays still see the
+    // real time.
+    let skip_secs = std::env::var("PETREL_DANGEROUS_CLOCK_SKIP_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Clock { skip_secs }
+}
+
+fn print_events(events: Vec<Event>) {
+    for event in events {
+        match event {
+            Event::Message { contact, text } => println!("{contact}: {text}"),
+            Event::Connected { contact } => eprintln!("connected with {contact}"),
+            Event::Delivered { contact, count } => {
+                eprintln!("{contact} received {count} message(s)")
+            }
+            Event::Notice(text) => eprintln!("{text}"),
+            _ => {}
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     let home = home(cli.home)?;
     let store = open_store(&home)?;
     let profiles = Profiles::new(&store);
     let mut rng = rand::rng();
     match cli.command {
-        Command::Profile(ProfileCommand::Create {
-            name,
-            relays,
-            display_name,
-            bio,
-            require_pinned_forwarding,
-        }) => {
-            let display_name = display_name.unwrap_or_else(|| name.clone());
-            profiles.create(
-                &mut rng,
-                Profile {
-                    name: name.clone(),
-                    display_name,
-                    bio,
-                    relays,
-                    require_pinned_forwarding,
-                },
-            )?;
-            println!("created profile {name}");
-        }
-        Command::Profile(ProfileCommand::List { json }) => {
-            let current = profiles.current_name()?;
-            let all = profiles.list()?;
-            if json {
-                let rows: Vec<_> = all
-                    .iter()
-                    .map(|p| {
-                        serde_json::json!({
-                            "name": p.name,
-                            "display_name": p.display_name,
-                            "current": current.as_deref() == Some(p.name.as_str()),
-                            "relays": p.relays.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                        })
-                    })
-                    .collect();
-                println!("{}", serde_json::Value::Array(rows));
-            } else if all.is_empty() {
-                println!("no profiles yet: petrel profile create NAME --relay ADDRESS");
-            } else {
-                for p in all {
-                    let mark = if current.as_deref() == Some(p.name.as_str()) {
-                        "*"
-                    } else {
-                        " "
-                    };
-                    println!("{mark} {}  ({} relay(s))", p.name, p.relays.len());
-                }
-            }
-        }
-        Command::Profile(ProfileCommand::Use { name }) => {
-            profiles.select(&mut rng, &name)?;
-            println!("now using profile {name}");
-        }
-        Command::Profile(ProfileCommand::Delete { name }) => {
-            profiles.delete(&name)?;
-            println!("deleted profile {name}");
-        }
+        Command::Profile(cmd) => profile_command(&profiles, &store, cli.profile.as_deref(), cmd)?,
         Command::Relay(cmd) => {
             let profile = profiles.resolve(cli.profile.as_deref())?;
             match cmd {
@@ -237,6 +339,341 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        other => {
+            let profile = profiles.resolve(cli.profile.as_deref())?;
+            let rt = runtime()?;
+            rt.block_on(async {
+                let mut client = Client::new(&store, profile, clock());
+                let result = client_command(&mut client, &mut rng, other).await;
+                print_events(client.take_events());
+                client.close().await;
+                result
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn profile_command(
+    profiles: &Profiles<'_>,
+    store: &Store,
+    selected: Option<&str>,
+    cmd: ProfileCommand,
+) -> anyhow::Result<()> {
+    let mut rng = rand::rng();
+    match cmd {
+        ProfileCommand::Create {
+            name,
+            relays,
+            display_name,
+            bio,
+            require_pinned_forwarding,
+            rotate_every,
+        } => {
+            let display_name = display_name.unwrap_or_else(|| name.clone());
+            profiles.create(
+                &mut rng,
+                Profile {
+                    name: name.clone(),
+                    display_name,
+                    bio,
+                    relays,
+                    require_pinned_forwarding,
+                    rotation_secs: rotate_every,
+                },
+            )?;
+            println!("created profile {name}");
+        }
+        ProfileCommand::Rotation { period } => {
+            let profile = profiles.resolve(selected)?;
+            profiles.set_rotation(&mut rng, &profile.name, period)?;
+            println!("{}: queues rotate every {period} s", profile.name);
+        }
+        ProfileCommand::List { json } => {
+            let current = profiles.current_name()?;
+            let all = profiles.list()?;
+            if json {
+                let rows: Vec<_> = all
+                    .iter()
+                    .map(|p| {
+                        serde_json::json!({
+                            "name": p.name,
+                            "display_name": p.display_name,
+                            "current": current.as_deref() == Some(p.name.as_str()),
+                            "relays": p.relays.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                            "rotation_secs": p.rotation_secs,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else if all.is_empty() {
+                println!("no profiles yet: petrel profile create NAME --relay ADDRESS");
+            } else {
+                for p in all {
+                    let mark = if current.as_deref() == Some(p.name.as_str()) {
+                        "*"
+                    } else {
+                        " "
+                    };
+                    println!("{mark} {}  ({} relay(s))", p.name, p.relays.len());
+                }
+            }
+        }
+        ProfileCommand::Use { name } => {
+            profiles.select(&mut rng, &name)?;
+            println!("now using profile {name}");
+        }
+        ProfileCommand::Delete { name } => {
+            profiles.delete(&name)?;
+            let removed = petrel_client::client::delete_profile_data(store, &name)?;
+            println!("deleted profile {name} ({removed} record(s) of its contacts and messages)");
+        }
+    }
+    Ok(())
+}
+
+fn show_invitation(
+    invitation: &Invitation,
+    png: Option<PathBuf>,
+    svg: Option<PathBuf>,
+    terminal: bool,
+) -> anyhow::Result<()> {
+    let payload = QrPayload::Invitation(invitation.clone());
+    let code = QrCode::new(&payload).context("cannot encode the invitation as a QR code")?;
+    if terminal {
+        println!(
+            "{}",
+            code.to_terminal(if std::io::stdout().is_terminal() {
+                TerminalStyle::default()
+            } else {
+                TerminalStyle::PlainDarkOnLight
+            })
+        );
+    }
+    if let Some(path) = png {
+        let bytes = code.to_png(8).context("cannot render the PNG")?;
+        std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("QR code written to {}", path.display());
+    }
+    if let Some(path) = svg {
+        std::fs::write(&path, code.to_svg(8))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("QR code written to {}", path.display());
+    }
+    println!("{}", payload.to_link().context("cannot encode the link")?);
+    Ok(())
+}
+
+async fn client_command<R: rand_core::CryptoRng + ?Sized>(
+    client: &mut Client<'_>,
+    rng: &mut R,
+    command: Command,
+) -> anyhow::Result<()> {
+    match command {
+        Command::Invite {
+            png,
+            svg,
+            alias,
+            rekey,
+            no_terminal,
+        } => {
+            let invitation = match rekey {
+                Some(contact) => client.invite_rekey(rng, &contact)?,
+                None => client.invite(rng, alias).await?,
+            };
+            show_invitation(&invitation, png, svg, !no_terminal)?;
+            match invitation.purpose {
+                Purpose::Connect => eprintln!(
+                    "one-time invitation: show it to one contact, then run `petrel sync --wait 60`"
+                ),
+                Purpose::Rekey => eprintln!(
+                    "re-key code: your contact scans it with `petrel connect --image FILE`"
+                ),
+            }
+        }
+        Command::Connect { link, image, alias } => {
+            let decoded = match (link, image) {
+                (_, Some(path)) => {
+                    let bytes = std::fs::read(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    petrel_qr::scan_image(&bytes)
+                        .with_context(|| format!("no Petrel code in {}", path.display()))?
+                }
+                (Some(text), None) => {
+                    petrel_qr::parse_pasted(&text).context("not a Petrel link")?
+                }
+                (None, None) => anyhow::bail!("give a link or --image FILE"),
+            };
+            let invitation = decoded
+                .invitation()
+                .ok_or(petrel_client::client::ClientError::NotAnInvitation)?
+                .clone();
+            match client
+                .connect(rng, &invitation, decoded.provenance, alias)
+                .await?
+            {
+                Connected::Contact {
+                    alias,
+                    trust,
+                    delivered,
+                } => {
+                    println!("invitation answered: contact {alias} ({})", trust.name());
+                    if delivered {
+                        eprintln!("run `petrel sync --wait 60` to complete the connection");
+                    }
+                }
+                Connected::Rekeyed { alias } => {
+                    println!("re-keying with {alias}: it completes with the next messages");
+                }
+            }
+        }
+        Command::Contacts { json } => {
+            let contacts = client.contacts()?;
+            if json {
+                let rows: Vec<_> = contacts
+                    .iter()
+                    .map(|c| {
+                        serde_json::json!({
+                            "alias": c.alias,
+                            "display_name": c.peer.as_ref().map(|p| p.display_name.clone()),
+                            "bio": c.peer.as_ref().and_then(|p| p.bio.clone()),
+                            "state": match c.state {
+                                ContactState::Connected => "connected",
+                                ContactState::AwaitingReply => "awaiting reply",
+                            },
+                            "trust": c.trust.name(),
+                            "verified": c.verified,
+                            "inbound_queues": c.inbound.len(),
+                            "gaps": c.gaps,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else if contacts.is_empty() {
+                println!("no contacts yet: `petrel invite` or `petrel connect LINK`");
+            } else {
+                for c in contacts {
+                    let state = match c.state {
+                        ContactState::Connected => "connected",
+                        ContactState::AwaitingReply => "awaiting reply",
+                    };
+                    let verified = if c.verified { ", verified" } else { "" };
+                    let name = c
+                        .peer
+                        .as_ref()
+                        .map(|p| format!(" ({})", p.display_name))
+                        .unwrap_or_default();
+                    println!("{}{name}  {state}, {}{verified}", c.alias, c.trust.name());
+                }
+            }
+        }
+        Command::Verify { contact, mark } => {
+            let c = client.contact(&contact)?;
+            println!("security code with {}:", c.alias);
+            println!("{}", c.session.safety_code());
+            if mark {
+                client.mark_verified(rng, &contact)?;
+                eprintln!("{} marked as verified", c.alias);
+            } else {
+                eprintln!(
+                    "compare it with {}'s screen; if it matches, run `petrel verify {} --mark`",
+                    c.alias, c.alias
+                );
+            }
+        }
+        Command::Rotate { contact } => {
+            client.rotate(rng, &contact).await?;
+            println!("rotation started: it completes when {contact} next syncs");
+        }
+        Command::Send { contact, text } => {
+            if client.send_text(rng, &contact, &text).await? {
+                eprintln!("sent");
+            } else {
+                eprintln!("queued: `petrel sync` sends it when the relay answers");
+            }
+        }
+        Command::Sync { wait } => {
+            let received = client
+                .sync(rng, wait.map(std::time::Duration::from_secs))
+                .await?;
+            let waiting = client.outbox_len()?;
+            if waiting > 0 {
+                eprintln!("{waiting} message(s) wait in the outbox");
+            }
+            if received == 0 {
+                eprintln!("nothing new");
+            }
+        }
+        Command::Listen => {
+            eprintln!("listening (Ctrl-C to stop)");
+            tokio::select! {
+                r = client.listen(rng, print_events, None) => r?,
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Command::Chat { contact } => {
+            let c = client.contact(&contact)?;
+            let history = client.messages(&c)?;
+            for m in history.iter().rev().take(10).rev() {
+                let who = match m.direction {
+                    Direction::In => c.alias.as_str(),
+                    Direction::Out => "you",
+                };
+                println!("{who}: {}", m.text);
+            }
+            eprintln!(
+                "chatting with {} — type a line and press Enter; Ctrl-D to quit",
+                c.alias
+            );
+            let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+            let alias = c.alias.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncBufReadExt;
+                let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    if tx.send((alias.clone(), line)).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            tokio::select! {
+                r = client.listen(rng, print_events, Some(&mut rx)) => r?,
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Command::History { contact, json } => {
+            let c = client.contact(&contact)?;
+            let history = client.messages(&c)?;
+            if json {
+                let rows: Vec<_> = history
+                    .iter()
+                    .map(|m| {
+                        serde_json::json!({
+                            "from": match m.direction { Direction::In => c.alias.as_str(), Direction::Out => "you" },
+                            "text": m.text,
+                            "at": m.at,
+                            "sent": m.sent,
+                            "delivered": m.delivered,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                for m in history {
+                    let (who, mark) = match m.direction {
+                        Direction::In => (c.alias.as_str(), ""),
+                        Direction::Out if m.delivered => ("you", " ✓✓"),
+                        Direction::Out if m.sent => ("you", " ✓"),
+                        Direction::Out => ("you", " (queued)"),
+                    };
+                    println!("{who}: {}{mark}", m.text);
+                }
+            }
+        }
+        Command::Profile(_) | Command::Relay(_) => {}
     }
     Ok(())
 }

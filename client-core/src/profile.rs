@@ -31,6 +31,8 @@ pub struct Profile {
     pub relays: Vec<RelayAddress>,
     /// Contacts must reach this profile through one of its pinned relays (RESTRICT).
     pub require_pinned_forwarding: bool,
+    /// Inbound queues older than this many seconds are rotated at the next sync.
+    pub rotation_secs: u64,
 }
 
 /// Why a profile operation failed.
@@ -58,6 +60,16 @@ pub enum ProfileError {
     /// Too many pinned relays.
     #[error("a profile may pin at most {MAX_PINNED} relays")]
     TooManyRelays,
+    /// The display name or bio is too long or has control characters.
+    #[error(
+        "display names are 1 to {} bytes and bios at most {} bytes, of printable text",
+        crate::payload::MAX_DISPLAY_NAME_LEN,
+        crate::payload::MAX_BIO_LEN
+    )]
+    BadCard,
+    /// A rotation period of zero.
+    #[error("the rotation period must be at least one second")]
+    BadRotation,
     /// No profile is selected and none was named.
     #[error("no profile selected: create one with `petrel profile create NAME --relay ADDRESS`")]
     NoneSelected,
@@ -66,6 +78,18 @@ pub enum ProfileError {
 fn check_name(name: &str) -> Result<(), ProfileError> {
     if name.is_empty() || name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
         return Err(ProfileError::BadName);
+    }
+    Ok(())
+}
+
+fn check_card(display_name: &str, bio: Option<&str>) -> Result<(), ProfileError> {
+    let printable = |t: &str| !t.chars().any(char::is_control);
+    if display_name.is_empty()
+        || display_name.len() > crate::payload::MAX_DISPLAY_NAME_LEN
+        || !printable(display_name)
+        || bio.is_some_and(|b| b.len() > crate::payload::MAX_BIO_LEN || !printable(b))
+    {
+        return Err(ProfileError::BadCard);
     }
     Ok(())
 }
@@ -89,11 +113,15 @@ impl<'a> Profiles<'a> {
         profile: Profile,
     ) -> Result<(), ProfileError> {
         check_name(&profile.name)?;
+        check_card(&profile.display_name, profile.bio.as_deref())?;
         if profile.relays.is_empty() {
             return Err(ProfileError::NoRelay);
         }
         if profile.relays.len() > MAX_PINNED {
             return Err(ProfileError::TooManyRelays);
+        }
+        if profile.rotation_secs == 0 {
+            return Err(ProfileError::BadRotation);
         }
         if self.get(&profile.name).is_ok() {
             return Err(ProfileError::Exists(profile.name));
@@ -198,6 +226,22 @@ impl<'a> Profiles<'a> {
         if p.relays.is_empty() {
             return Err(ProfileError::NoRelay);
         }
+        self.store.put(rng, PROFILES, name.as_bytes(), &p)?;
+        Ok(())
+    }
+
+    /// Sets how often the profile's inbound queues rotate.
+    pub fn set_rotation<R: rand_core::CryptoRng + ?Sized>(
+        &self,
+        rng: &mut R,
+        name: &str,
+        secs: u64,
+    ) -> Result<(), ProfileError> {
+        if secs == 0 {
+            return Err(ProfileError::BadRotation);
+        }
+        let mut p = self.get(name)?;
+        p.rotation_secs = secs;
         self.store.put(rng, PROFILES, name.as_bytes(), &p)?;
         Ok(())
     }

@@ -339,6 +339,48 @@ impl Store {
         txn.commit().map_err(|e| self.io(e))
     }
 
+    /// Applies several puts and deletes in one durable transaction: after a crash either
+    /// all of them are in the store or none is.
+    pub fn commit<R: rand_core::CryptoRng + ?Sized>(
+        &self,
+        rng: &mut R,
+        batch: Batch,
+    ) -> Result<(), StoreError> {
+        let mut sealed_ops = Vec::with_capacity(batch.ops.len());
+        for op in batch.ops {
+            match op {
+                BatchOp::Put { table, key, value } => {
+                    let index = self.index(&table, &key);
+                    let record: RecordPlain = (table, key, value.to_vec());
+                    let mut plain = postcard::to_stdvec(&record).map_err(|e| self.corrupt(e))?;
+                    let (_, _, mut inner) = record;
+                    inner.zeroize();
+                    let sealed = self.seal(rng, &index, &plain);
+                    plain.zeroize();
+                    sealed_ops.push((index, Some(sealed?)));
+                }
+                BatchOp::Delete { table, key } => {
+                    sealed_ops.push((self.index(&table, &key), None));
+                }
+            }
+        }
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        {
+            let mut t = txn.open_table(RECORDS).map_err(|e| self.io(e))?;
+            for (index, sealed) in &sealed_ops {
+                match sealed {
+                    Some(bytes) => {
+                        t.insert(index, bytes.as_slice()).map_err(|e| self.io(e))?;
+                    }
+                    None => {
+                        t.remove(index).map_err(|e| self.io(e))?;
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(|e| self.io(e))
+    }
+
     /// Reads a record.
     pub fn get<T: DeserializeOwned>(
         &self,
@@ -386,5 +428,71 @@ impl Store {
             }
         }
         Ok(out)
+    }
+}
+
+enum BatchOp {
+    Put {
+        table: String,
+        key: Vec<u8>,
+        value: Zeroizing<Vec<u8>>,
+    },
+    Delete {
+        table: String,
+        key: Vec<u8>,
+    },
+}
+
+/// Puts and deletes to apply together with [`Store::commit`].
+#[derive(Default)]
+pub struct Batch {
+    ops: Vec<BatchOp>,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("ops", &self.ops.len())
+            .finish()
+    }
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a put (the value is serialized now).
+    pub fn put<T: Serialize>(
+        &mut self,
+        table: &str,
+        key: &[u8],
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let value =
+            Zeroizing::new(postcard::to_stdvec(value).map_err(|e| StoreError::Corrupt {
+                path: String::new(),
+                reason: e.to_string(),
+            })?);
+        self.ops.push(BatchOp::Put {
+            table: table.to_string(),
+            key: key.to_vec(),
+            value,
+        });
+        Ok(())
+    }
+
+    /// Adds a delete.
+    pub fn delete(&mut self, table: &str, key: &[u8]) {
+        self.ops.push(BatchOp::Delete {
+            table: table.to_string(),
+            key: key.to_vec(),
+        });
+    }
+
+    /// True when nothing was added.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
     }
 }
