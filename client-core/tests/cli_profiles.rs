@@ -142,3 +142,110 @@ fn no_passphrase_without_a_terminal_is_a_clear_error() {
         .unwrap();
     assert!(fails(out).contains("PETREL_PASSPHRASE"));
 }
+
+/// A relay address on loopback where nothing listens.
+fn dead_relay() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32])
+        .verifying_key()
+        .to_bytes();
+    petrel_federation::RelayAddress::new(
+        petrel_federation::RelayKey(key),
+        vec![format!("127.0.0.1:{port}").parse().unwrap()],
+    )
+    .unwrap()
+    .to_string()
+}
+
+#[test]
+fn client_commands_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let dead = dead_relay();
+    ok(petrel(
+        home,
+        "pw",
+        &["profile", "create", "me", "--relay", &dead],
+    ));
+
+    let err = fails(petrel(home, "pw", &["connect", "PETREL:NOTACODE"]));
+    assert!(err.contains("not a Petrel link"), "{err}");
+
+    let junk = home.join("junk.png");
+    std::fs::write(&junk, b"this is not an image").unwrap();
+    let err = fails(petrel(
+        home,
+        "pw",
+        &["connect", "--image", junk.to_str().unwrap()],
+    ));
+    assert!(err.contains("no Petrel code in"), "{err}");
+    let err = fails(petrel(
+        home,
+        "pw",
+        &["connect", "--image", "/nonexistent/x.png"],
+    ));
+    assert!(err.contains("cannot read"), "{err}");
+
+    // A relay-address code is not an invitation.
+    let address: petrel_federation::RelayAddress = relay(4).parse().unwrap();
+    let link = petrel_qr::Payload::RelayAddress(address).to_link().unwrap();
+    let err = fails(petrel(home, "pw", &["connect", &link]));
+    assert!(err.contains("relay address, not an invitation"), "{err}");
+
+    for args in [
+        &["send", "nobody", "hi"][..],
+        &["verify", "nobody"],
+        &["rotate", "nobody"],
+        &["history", "nobody"],
+        &["invite", "--rekey", "nobody"],
+    ] {
+        let err = fails(petrel(home, "pw", args));
+        assert!(err.contains("no contact named `nobody`"), "{args:?}: {err}");
+    }
+
+    // The profile's relay does not answer: a clear error naming it, not a hang or panic.
+    let err = fails(petrel(home, "pw", &["invite", "--no-terminal"]));
+    assert!(err.contains("unreachable"), "{err}");
+
+    let out = ok(petrel(home, "pw", &["contacts", "--json"]));
+    assert_eq!(out.trim(), "[]");
+
+    for bad in ["0", "5x", "d", "99999999999999999999w"] {
+        let err = fails(petrel(
+            home,
+            "pw",
+            &[
+                "profile",
+                "create",
+                "p2",
+                "--relay",
+                R1,
+                "--rotate-every",
+                bad,
+            ],
+        ));
+        assert!(err.contains("rotate-every"), "{bad}: {err}");
+    }
+    let long = "n".repeat(65);
+    let err = fails(petrel(
+        home,
+        "pw",
+        &[
+            "profile",
+            "create",
+            "p3",
+            "--relay",
+            R1,
+            "--display-name",
+            &long,
+        ],
+    ));
+    assert!(err.contains("display names are 1 to 64 bytes"), "{err}");
+    ok(petrel(home, "pw", &["profile", "rotation", "12h"]));
+    let out = ok(petrel(home, "pw", &["profile", "list", "--json"]));
+    assert!(out.contains("\"rotation_secs\":43200"), "{out}");
+}
