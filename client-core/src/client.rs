@@ -152,10 +152,25 @@ pub enum Connected {
 /// How a flush of the outbox ended.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Flushed {
-    /// Entries a relay stored or took into its outbox.
+    /// Entries the contact's relay stored.
     pub sent: usize,
-    /// Entries still waiting (relay unreachable, or a forward still pending).
+    /// Entries the profile's own relay holds in its forwarding outbox (it keeps trying;
+    /// the next sync asks how they ended).
+    pub at_relay: usize,
+    /// Entries still in the local outbox (a relay unreachable).
     pub waiting: usize,
+}
+
+/// Where a message just sent is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Stored at the contact's relay.
+    Stored,
+    /// Stored at the profile's own relay, which forwards it when the contact's relay
+    /// answers.
+    AtRelay,
+    /// In the local outbox: the next `sync` sends it.
+    Queued,
 }
 
 /// Who owns a queue this client reads.
@@ -603,15 +618,14 @@ impl<'a> Client<'a> {
         Ok(())
     }
 
-    /// Sends a text message: stored and queued at once, then handed to a relay. Returns
-    /// true when a relay took it (stored at the contact's relay, or in a forwarding
-    /// outbox), false when it waits in the local outbox for the next `sync`.
+    /// Sends a text message: stored and queued at once, then handed to a relay; says
+    /// where it is now. Earlier messages to the contact still in the outbox go first.
     pub async fn send_text<R: CryptoRng + ?Sized>(
         &mut self,
         rng: &mut R,
         alias: &str,
         text: &str,
-    ) -> Result<bool, ClientError> {
+    ) -> Result<Sent, ClientError> {
         let max = crate::payload::MAX_TEXT_LEN;
         if text.len() > max {
             return Err(ClientError::TooLong {
@@ -649,7 +663,13 @@ impl<'a> Client<'a> {
         batch.put(CONTACTS, &contact.id, &contact)?;
         self.store.commit(rng, batch)?;
         let flushed = self.flush(rng, FORWARD_WAIT_SECS).await?;
-        Ok(flushed.waiting == 0)
+        Ok(if flushed.waiting > 0 {
+            Sent::Queued
+        } else if flushed.at_relay > 0 {
+            Sent::AtRelay
+        } else {
+            Sent::Stored
+        })
     }
 
     /// Starts a queue rotation for a contact now: a new inbound queue (on the next pinned
@@ -753,7 +773,7 @@ impl<'a> Client<'a> {
             }
             match self.send_entry(rng, contact, entry, wait_secs).await {
                 Ok(true) => result.sent += 1,
-                Ok(false) => result.waiting += 1,
+                Ok(false) => result.at_relay += 1,
                 Err(SendFailure::Net(e)) => {
                     self.notice(format!(
                         "messages to {} wait in the outbox: {e}",
@@ -1042,8 +1062,9 @@ impl<'a> Client<'a> {
                             match line {
                                 Some((alias, text)) => {
                                     match self.send_text(rng, &alias, &text).await {
-                                        Ok(true) => {}
-                                        Ok(false) => self.notice("queued: it will be sent when the relay answers"),
+                                        Ok(Sent::Stored) => {}
+                                        Ok(Sent::AtRelay) => self.notice("your relay holds it until the contact's relay answers"),
+                                        Ok(Sent::Queued) => self.notice("queued: it will be sent when your relay answers"),
                                         Err(e) => self.notice(format!("not sent: {e}")),
                                     }
                                     None

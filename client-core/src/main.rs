@@ -6,7 +6,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use petrel_client::client::{Client, Clock, Connected, Event};
+use petrel_client::client::{Client, Clock, Connected, Event, Sent};
 use petrel_client::contact::{ContactState, Direction};
 use petrel_client::profile::{Profile, Profiles};
 use petrel_client::store::{KdfParams, Store};
@@ -585,13 +585,15 @@ async fn client_command<R: rand_core::CryptoRng + ?Sized>(
             client.rotate(rng, &contact).await?;
             println!("rotation started: it completes when {contact} next syncs");
         }
-        Command::Send { contact, text } => {
-            if client.send_text(rng, &contact, &text).await? {
-                eprintln!("sent");
-            } else {
-                eprintln!("queued: `petrel sync` sends it when the relay answers");
+        Command::Send { contact, text } => match client.send_text(rng, &contact, &text).await? {
+            Sent::Stored => eprintln!("sent"),
+            Sent::AtRelay => {
+                eprintln!("sent to your relay: it delivers it when {contact}'s relay answers")
             }
-        }
+            Sent::Queued => {
+                eprintln!("queued: your relay did not answer; `petrel sync` sends it later")
+            }
+        },
         Command::Sync { wait } => {
             let received = client
                 .sync(rng, wait.map(std::time::Duration::from_secs))

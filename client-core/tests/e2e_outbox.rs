@@ -1,0 +1,247 @@
+//! The persistent outbox against real relay processes that go away and come back: a
+//! message sent while the sender's own relay is down waits in the encrypted store and is
+//! sent by the next sync; a message whose destination relay is down waits in the
+//! forwarding relay's outbox; each arrives exactly once, in order.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use petrel_client::client::{Client, Clock, Connected, Event, Sent};
+use petrel_client::profile::{Profile, Profiles};
+use petrel_client::store::{KdfParams, Store};
+use petrel_federation::RelayAddress;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn relay_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    let name = format!("petrel-relay{}", std::env::consts::EXE_SUFFIX);
+    [deps.parent().map(|p| p.join(&name)), Some(deps.join(&name))]
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("build petrel-relay first: cargo build -p petrel-relay"))
+}
+
+struct Relay {
+    child: Child,
+    address: RelayAddress,
+}
+
+impl Relay {
+    /// Starts a relay on `listen` (a fixed port to come back on, or port 0).
+    fn start(dir: &Path, listen: &str) -> Relay {
+        let mut child = Command::new(relay_bin())
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--listen", listen, "--http", "off", "--log", "warn"])
+            .args(["--forward-to-private", "--forward-retry-min-ms", "50"])
+            .env_remove("PORT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line
+            .trim()
+            .strip_prefix("relay address: ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .parse()
+            .unwrap();
+        Relay { child, address }
+    }
+
+    fn listen(&self) -> String {
+        let text = self.address.to_string();
+        text.rsplit_once('@').unwrap().1.to_string()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn store(dir: &Path, name: &str, relay: &RelayAddress) -> Store {
+    let store = Store::open(
+        &dir.join(format!("{name}.redb")),
+        b"pw",
+        KdfParams::DANGEROUS_TESTING,
+        &mut rand::rng(),
+    )
+    .unwrap();
+    Profiles::new(&store)
+        .create(
+            &mut rand::rng(),
+            Profile {
+                name: name.into(),
+                display_name: name.into(),
+                bio: None,
+                relays: vec![relay.clone()],
+                require_pinned_forwarding: false,
+                rotation_secs: 7 * 24 * 3600,
+            },
+        )
+        .unwrap();
+    store
+}
+
+fn profile(store: &Store, name: &str) -> Profile {
+    Profiles::new(store).get(name).unwrap()
+}
+
+fn texts(events: Vec<Event>) -> Vec<String> {
+    events
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Message { text, .. } => Some(text),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Syncs until `n` texts arrived (each sync waits for a first push when none is there).
+async fn receive(client: &mut Client<'_>, n: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        client
+            .sync(&mut rand::rng(), Some(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        got.extend(texts(client.take_events()));
+        if got.len() >= n {
+            break;
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_survives_relays_going_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r1 = Relay::start(&dir.path().join("r1"), "127.0.0.1:0");
+    let mut r2 = Relay::start(&dir.path().join("r2"), "127.0.0.1:0");
+    let alice_store = store(dir.path(), "alice", &r1.address);
+    let bob_store = store(dir.path(), "bob", &r2.address);
+    let mut rng = rand::rng();
+
+    // Pairing through the library API.
+    let mut bob = Client::new(&bob_store, profile(&bob_store, "bob"), Clock::default());
+    let invitation = bob.invite(&mut rng, Some("alice".into())).await.unwrap();
+    let mut alice = Client::new(
+        &alice_store,
+        profile(&alice_store, "alice"),
+        Clock::default(),
+    );
+    let connected = alice
+        .connect(
+            &mut rng,
+            &invitation,
+            petrel_qr::Provenance::Pasted,
+            Some("bob".into()),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        connected,
+        Connected::Contact {
+            delivered: true,
+            ..
+        }
+    ));
+    bob.sync(&mut rng, Some(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert!(bob.take_events().contains(&Event::Connected {
+        contact: "alice".into()
+    }));
+    alice
+        .sync(&mut rng, Some(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert!(alice.take_events().contains(&Event::Connected {
+        contact: "bob".into()
+    }));
+    alice.close().await;
+
+    // Alice's own relay is down: the message waits in her store.
+    let r1_listen = r1.listen();
+    r1.kill();
+    let mut alice = Client::new(
+        &alice_store,
+        profile(&alice_store, "alice"),
+        Clock::default(),
+    );
+    assert_eq!(
+        alice.send_text(&mut rng, "bob", "one").await.unwrap(),
+        Sent::Queued
+    );
+    assert_eq!(
+        alice.send_text(&mut rng, "bob", "two").await.unwrap(),
+        Sent::Queued
+    );
+    assert_eq!(alice.outbox_len().unwrap(), 2);
+    alice.close().await;
+
+    // It comes back (same identity, same port): the next sync sends both, in order.
+    let _r1 = Relay::start(&dir.path().join("r1"), &r1_listen);
+    let mut alice = Client::new(
+        &alice_store,
+        profile(&alice_store, "alice"),
+        Clock::default(),
+    );
+    alice.sync(&mut rng, None).await.unwrap();
+    assert_eq!(alice.outbox_len().unwrap(), 0);
+    bob.close().await;
+    let mut bob = Client::new(&bob_store, profile(&bob_store, "bob"), Clock::default());
+    assert_eq!(receive(&mut bob, 2).await, ["one", "two"]);
+
+    // Bob's relay is down: Alice's relay keeps the message in its forwarding outbox.
+    bob.close().await;
+    let r2_listen = r2.listen();
+    r2.kill();
+    let sent = alice.send_text(&mut rng, "bob", "three").await.unwrap();
+    assert_eq!(sent, Sent::AtRelay);
+    let _r2 = Relay::start(&dir.path().join("r2"), &r2_listen);
+    let mut bob = Client::new(&bob_store, profile(&bob_store, "bob"), Clock::default());
+    assert_eq!(receive(&mut bob, 1).await, ["three"]);
+    // Nothing more arrives: each message was shown once.
+    bob.sync(&mut rng, None).await.unwrap();
+    assert!(texts(bob.take_events()).is_empty());
+    let contact = bob.contact("alice").unwrap();
+    let history: Vec<String> = bob
+        .messages(&contact)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(history, ["one", "two", "three"]);
+    // Alice learns how the forward ended and marks the messages delivered on the receipt.
+    alice
+        .sync(&mut rng, Some(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(alice.outbox_len().unwrap(), 0);
+    let bob_contact = alice.contact("bob").unwrap();
+    let delivered = alice
+        .messages(&bob_contact)
+        .unwrap()
+        .iter()
+        .filter(|m| m.delivered)
+        .count();
+    assert!(delivered >= 2, "receipts: {delivered} of 3 delivered");
+    alice.close().await;
+    bob.close().await;
+}
