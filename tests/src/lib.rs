@@ -6,3 +6,4 @@
 //! cross-crate end-to-end helpers will live next to it.
 
 pub mod bench;
+pub mod sim;

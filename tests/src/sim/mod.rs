@@ -1,0 +1,573 @@
+//! The network simulator (issue 7, item 8): real `petrel-relay` processes on loopback, pairs
+//! of clients on different relays writing to each other through their own relays, relays
+//! killed and restarted and relay paths cut mid-run — and then a count of what arrived.
+//!
+//! Flow of [`run`]:
+//!
+//! 1. **Plan** ([`plan`]): from the seed, each client's home relay, the pairs (two streams
+//!    each, one per direction, always across two relays) and the fault schedule.
+//! 2. **Network** ([`setup::Network`], [`relays`], [`proxy`]): one process per relay, and
+//!    one cuttable TCP proxy per (forwarding relay, destination relay) path; senders name
+//!    the destination by its key at the proxy's port, so the forwarding relay reaches it
+//!    only through that proxy.
+//! 3. **Contact** ([`setup`]): each client creates its queue on its home relay; each sender
+//!    fetches the destination's RelayInfo through its own relay and sends the unsigned
+//!    Hello with FORWARD; the recipient SECUREs its queue with the key in it.
+//! 4. **Send** ([`client`], [`outbox`]): every sender seals signed messages at its pace
+//!    (bounded by a window of unconfirmed messages) while the schedule kills and restarts
+//!    relays and cuts and restores paths ([`faults`]). Senders keep every message until
+//!    the destination's sealed `Ok`, long-poll FORWARD_STATUS for accepted ones, reconnect
+//!    after their relay restarts and resubmit the identical envelope whenever unsure.
+//! 5. **Drain**: no new messages; once its outbox is empty each sender sends an end marker
+//!    through the same path. Forwards from one relay to one destination leave its outbox in
+//!    order, so anything stored twice is delivered before the end marker.
+//! 6. **Count** ([`ledger`]): every recipient books each delivery by the message number in
+//!    the body and the relay's message ID, which tells a new message from an allowed
+//!    redelivery (ACK not yet confirmed) from a message stored twice.
+//!
+//! **What counts as duplicated.** `duplicated` is the number of *distinct* messages a relay
+//! stored more than once (delivered under two or more relay message IDs). Senders only ever
+//! resubmit the identical envelope, which the destination must recognise by its replay tag,
+//! so a sender's resubmission is never a duplicate unless a relay stores it twice.
+//! `duplicate_deliveries` counts every extra delivery, whatever its cause, including the
+//! redeliveries §8 allows (a message pushed again to a new subscription before its ACK was
+//! confirmed, counted in `redeliveries`); `redelivered_after_ack` counts the ones it
+//! forbids. `lost` is messages sent and never delivered; `reordered` is messages delivered
+//! for the first time after a higher-numbered message of the same sender (reported, not
+//! judged). The run passes when every message is delivered, none is lost, none is
+//! duplicated, none was redelivered after its ACK and none was refused.
+
+pub mod client;
+pub mod faults;
+pub mod ledger;
+pub mod message;
+pub mod outbox;
+pub mod plan;
+pub mod proxy;
+pub mod relays;
+pub mod setup;
+
+use client::{Client, ClientReport, Pace, Phase, Shared};
+use rand::RngExt;
+use serde::Serialize;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::{Instant, Interval};
+
+/// How big a run is and what breaks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimConfig {
+    /// Relay processes.
+    pub relays: usize,
+    /// Clients (an even number: they come in pairs).
+    pub clients: usize,
+    /// How long senders send.
+    pub send_for: Duration,
+    /// Messages per second per sender.
+    pub rate: f64,
+    /// Unconfirmed messages per sender at most (a tick that finds the outbox full sends
+    /// nothing, so the load stays bounded while a path is down).
+    pub window: usize,
+    /// Relays killed (SIGKILL) and restarted during the send phase.
+    pub kills: usize,
+    /// Relay pairs partitioned (both directions of their path cut) and restored.
+    pub partitions: usize,
+    /// How long each fault lasts (at least).
+    pub fault_for: Duration,
+    /// How long the drain may take before the run gives up and counts what is missing.
+    pub drain_timeout: Duration,
+    /// Seeds the plan, the clients' keys and their envelope keys.
+    pub seed: u64,
+}
+
+impl SimConfig {
+    /// Issue 7's size: 20 relays, 200 clients (100 pairs, 200 streams), a minute of
+    /// sending, four kills and four partitions.
+    pub fn full() -> SimConfig {
+        SimConfig {
+            relays: 20,
+            clients: 200,
+            send_for: Duration::from_secs(60),
+            rate: 2.0,
+            window: 64,
+            kills: 4,
+            partitions: 4,
+            fault_for: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(300),
+            seed: 7,
+        }
+    }
+
+    /// The suite's size: 6 relays, 24 clients, one kill and one partition; well under a
+    /// minute with debug relays on a busy 2-core machine.
+    pub fn reduced() -> SimConfig {
+        SimConfig {
+            relays: 6,
+            clients: 24,
+            send_for: Duration::from_secs(8),
+            rate: 4.0,
+            window: 32,
+            kills: 1,
+            partitions: 1,
+            fault_for: Duration::from_secs(2),
+            drain_timeout: Duration::from_secs(180),
+            seed: 7,
+        }
+    }
+}
+
+/// What a run counted. See the module documentation for what each count means.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SimReport {
+    /// Relay processes.
+    pub relays: usize,
+    /// Clients.
+    pub clients: usize,
+    /// Client pairs.
+    pub pairs: usize,
+    /// Streams (two per pair).
+    pub streams: usize,
+    /// The seed.
+    pub seed: u64,
+    /// Seconds of sending.
+    pub send_secs: f64,
+    /// Messages sealed by senders (the Hellos included, the end markers not).
+    pub sent: u64,
+    /// Messages senders hold the destination's sealed `Ok` for.
+    pub confirmed: u64,
+    /// Distinct messages delivered.
+    pub delivered: u64,
+    /// Messages sent and never delivered.
+    pub lost: u64,
+    /// Distinct messages a relay stored more than once.
+    pub duplicated: u64,
+    /// Every delivery of a message already delivered, whatever the cause.
+    pub duplicate_deliveries: u64,
+    /// Redeliveries of a relay message whose ACK was not yet confirmed (allowed).
+    pub redeliveries: u64,
+    /// Redeliveries of a relay message whose ACK was confirmed (a relay fault).
+    pub redelivered_after_ack: u64,
+    /// Messages delivered first after a higher-numbered message of the same sender.
+    pub reordered: u64,
+    /// Deliveries that could not be opened or read.
+    pub unreadable: u64,
+    /// Messages finally refused.
+    pub rejected: u64,
+    /// Messages (end markers included) senders still held unconfirmed at the end.
+    pub unconfirmed: u64,
+    /// End markers that never arrived.
+    pub ends_missing: u64,
+    /// Forwards the forwarding relay answered `Accepted` (into its outbox).
+    pub outboxed: u64,
+    /// Envelopes submitted again.
+    pub resubmitted: u64,
+    /// FORWARD_STATUS polls.
+    pub status_polls: u64,
+    /// Sessions reopened after their relay went away.
+    pub reconnects: u64,
+    /// QuotaReached markers delivered.
+    pub quota_markers: u64,
+    /// Relays killed and restarted.
+    pub kills: usize,
+    /// Relay pairs partitioned and restored.
+    pub partitions: usize,
+    /// What each fault did.
+    pub faults: Vec<String>,
+    /// Whether every end marker arrived before the drain timeout.
+    pub drained: bool,
+    /// Seconds from the end of sending until the drain finished.
+    pub drain_secs: f64,
+    /// Seconds for the whole run, start-up and shutdown included.
+    pub elapsed_secs: f64,
+    /// Relays that did not stop cleanly on SIGTERM at the end.
+    pub relay_stop_errors: Vec<String>,
+    /// Unexpected events, described (the first few), and missing messages.
+    pub anomalies: Vec<String>,
+    /// The run's directory (relay data and logs), kept when the run failed.
+    pub kept_dir: Option<String>,
+}
+
+impl SimReport {
+    /// What is wrong with the outcome; empty when the run passed.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut check = |bad: bool, what: String| {
+            if bad {
+                problems.push(what);
+            }
+        };
+        check(
+            self.delivered != self.sent,
+            format!("{} of {} delivered", self.delivered, self.sent),
+        );
+        check(self.lost > 0, format!("{} lost", self.lost));
+        check(
+            self.duplicated > 0,
+            format!("{} duplicated", self.duplicated),
+        );
+        check(
+            self.redelivered_after_ack > 0,
+            format!("{} redelivered after ACK", self.redelivered_after_ack),
+        );
+        check(self.rejected > 0, format!("{} refused", self.rejected));
+        check(
+            self.unreadable > 0,
+            format!("{} unreadable", self.unreadable),
+        );
+        check(!self.drained, "the drain did not finish".to_string());
+        check(
+            !self.relay_stop_errors.is_empty(),
+            format!("relays did not stop cleanly: {:?}", self.relay_stop_errors),
+        );
+        problems
+    }
+
+    /// True when every message was delivered exactly once.
+    pub fn passed(&self) -> bool {
+        self.problems().is_empty()
+    }
+}
+
+impl std::fmt::Display for SimReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} relays, {} clients ({} pairs, {} streams), seed {}, {:.0} s of sending, \
+             {} kills, {} partitions:",
+            self.relays,
+            self.clients,
+            self.pairs,
+            self.streams,
+            self.seed,
+            self.send_secs,
+            self.kills,
+            self.partitions
+        )?;
+        writeln!(
+            f,
+            "  sent {}, delivered {}, lost {}, duplicated {} (duplicate deliveries {}: \
+             {} allowed redeliveries, {} after ACK), reordered {}",
+            self.sent,
+            self.delivered,
+            self.lost,
+            self.duplicated,
+            self.duplicate_deliveries,
+            self.redeliveries,
+            self.redelivered_after_ack,
+            self.reordered
+        )?;
+        writeln!(
+            f,
+            "  confirmed {}, outboxed {}, resubmitted {}, status polls {}, reconnects {}, \
+             refused {}, drain {:.1} s, total {:.1} s",
+            self.confirmed,
+            self.outboxed,
+            self.resubmitted,
+            self.status_polls,
+            self.reconnects,
+            self.rejected,
+            self.drain_secs,
+            self.elapsed_secs
+        )?;
+        for fault in &self.faults {
+            writeln!(f, "  fault: {fault}")?;
+        }
+        for anomaly in &self.anomalies {
+            writeln!(f, "  anomaly: {anomaly}")?;
+        }
+        match self.problems().as_slice() {
+            [] => write!(f, "  PASS: all delivered, none lost, none duplicated"),
+            problems => write!(f, "  FAIL: {}", problems.join("; ")),
+        }
+    }
+}
+
+/// How often a progress line is printed while the run sends and drains.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// Longest wait for the clients to close their sessions and report.
+const STOP_WAIT: Duration = Duration::from_secs(60);
+
+fn status_line(shared: &Shared, started: Instant) -> String {
+    let get = Shared::get;
+    format!(
+        "sim: {:6.1} s  sent {}  confirmed {}  delivered {}  outboxed {}  duplicate deliveries {}  reconnects {}  ends {}/{}",
+        started.elapsed().as_secs_f64(),
+        get(&shared.sent),
+        get(&shared.confirmed),
+        get(&shared.delivered),
+        get(&shared.outboxed),
+        get(&shared.duplicate_deliveries),
+        get(&shared.reconnects),
+        get(&shared.ends_received),
+        get(&shared.ends_confirmed),
+    )
+}
+
+/// Waits until `deadline` or until `done()` holds (checked whenever a client reports
+/// progress), printing a status line every [`PROGRESS_EVERY`]. Returns `done()`.
+async fn wait(
+    deadline: Instant,
+    done: impl Fn() -> bool,
+    shared: &Shared,
+    ticker: &mut Interval,
+    started: Instant,
+    progress: &mut impl FnMut(&str),
+) -> bool {
+    let mut changes = shared.changed.subscribe();
+    loop {
+        if done() {
+            return true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => return done(),
+            _ = ticker.tick() => progress(&status_line(shared, started)),
+            _ = changes.changed() => {}
+        }
+    }
+}
+
+/// Runs the simulation: starts `cfg.relays` relay processes from `relay_bin` in a fresh
+/// directory under `work_dir`, runs the clients in this process, and reports. `progress`
+/// gets one line at a time.
+pub async fn run(
+    relay_bin: &Path,
+    work_dir: &Path,
+    cfg: &SimConfig,
+    mut progress: impl FnMut(&str),
+) -> anyhow::Result<SimReport> {
+    anyhow::ensure!(
+        cfg.rate > 0.0 && cfg.window > 0,
+        "rate and window must be positive"
+    );
+    let started = Instant::now();
+    let mut rng = plan::rng(cfg.seed);
+    let topology = plan::Topology::new(cfg.relays, cfg.clients, &mut rng)?;
+    let schedule = plan::schedule(
+        &topology,
+        cfg.relays,
+        cfg.kills,
+        cfg.partitions,
+        cfg.send_for,
+        cfg.fault_for,
+        &mut rng,
+    );
+    let paths = topology.paths();
+    progress(&format!(
+        "sim: {} relays, {} clients ({} pairs, {} streams over {} relay paths), seed {}",
+        cfg.relays,
+        cfg.clients,
+        cfg.clients / 2,
+        topology.streams.len(),
+        paths.len(),
+        cfg.seed
+    ));
+    for fault in &schedule {
+        progress(&format!("sim: planned {fault}"));
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("petrel-sim-")
+        .tempdir_in(work_dir)?;
+    let mut net = setup::Network::start(relay_bin, dir.path(), cfg.relays, &paths).await?;
+    progress(&format!(
+        "sim: {} relays and {} path proxies up after {:.1} s; making contact",
+        cfg.relays,
+        paths.len(),
+        started.elapsed().as_secs_f64()
+    ));
+    let shared = Arc::new(Shared::new(cfg.relays));
+    let parts = match setup::clients(&net, &topology, cfg.seed, &shared).await {
+        Ok(parts) => parts,
+        Err(e) => {
+            net.stop().await;
+            return Err(e);
+        }
+    };
+    progress(&format!(
+        "sim: {} clients in contact after {:.1} s; sending for {:.0} s at {} msg/s each",
+        parts.len(),
+        started.elapsed().as_secs_f64(),
+        cfg.send_for.as_secs_f64(),
+        cfg.rate
+    ));
+
+    let (phase, phase_rx) = watch::channel(Phase::Send);
+    let period = 1.0 / cfg.rate;
+    let mut tasks = Vec::new();
+    for p in parts {
+        let pace = Pace {
+            rate: cfg.rate,
+            window: cfg.window,
+            offset: Duration::from_secs_f64(rng.random_range(0.0..period)),
+        };
+        let client = Client::new(p);
+        tasks.push(tokio::spawn(client.run(
+            phase_rx.clone(),
+            shared.clone(),
+            pace,
+        )));
+    }
+
+    let mut report = SimReport {
+        relays: cfg.relays,
+        clients: cfg.clients,
+        pairs: cfg.clients / 2,
+        streams: topology.streams.len(),
+        seed: cfg.seed,
+        send_secs: cfg.send_for.as_secs_f64(),
+        ..SimReport::default()
+    };
+    let driven = drive(
+        &mut net,
+        &shared,
+        &topology,
+        &schedule,
+        cfg,
+        &phase,
+        &mut report,
+        &mut progress,
+    )
+    .await;
+
+    phase.send_replace(Phase::Stop);
+    let mut clients = Vec::new();
+    for task in tasks {
+        match tokio::time::timeout(STOP_WAIT, task).await {
+            Ok(Ok(r)) => clients.push(r),
+            Ok(Err(e)) => report.anomalies.push(format!("a client task failed: {e}")),
+            Err(_) => report
+                .anomalies
+                .push("a client did not stop in time".to_string()),
+        }
+    }
+    report.relay_stop_errors = net.stop().await;
+    driven?;
+    tally(&mut report, &topology, clients);
+    report.elapsed_secs = started.elapsed().as_secs_f64();
+    if !report.passed() {
+        report.kept_dir = Some(dir.keep().display().to_string());
+    }
+    progress(&format!("{report}"));
+    Ok(report)
+}
+
+/// The send phase with its faults, then the drain.
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    net: &mut setup::Network,
+    shared: &Shared,
+    topology: &plan::Topology,
+    schedule: &[plan::Fault],
+    cfg: &SimConfig,
+    phase: &watch::Sender<Phase>,
+    report: &mut SimReport,
+    progress: &mut impl FnMut(&str),
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval_at(started + PROGRESS_EVERY, PROGRESS_EVERY);
+    let never = || false;
+    // Fault starts and ends, in time order (an end before a start at the same moment).
+    let mut timeline: Vec<(Duration, bool, usize)> = Vec::new();
+    for (i, fault) in schedule.iter().enumerate() {
+        timeline.push((fault.at, true, i));
+        timeline.push((fault.at + fault.lasts, false, i));
+    }
+    timeline.sort_by_key(|&(at, starts, i)| (at, starts, i));
+    let mut active: Vec<Option<faults::Active>> = schedule.iter().map(|_| None).collect();
+    for (at, starts, i) in timeline {
+        wait(started + at, never, shared, &mut ticker, started, progress).await;
+        if starts {
+            progress(&format!("sim: {}", schedule[i]));
+            active[i] = Some(faults::begin(net, shared, schedule[i]).await?);
+            match schedule[i].kind {
+                plan::FaultKind::Kill { .. } => report.kills += 1,
+                plan::FaultKind::Partition { .. } => report.partitions += 1,
+            }
+        } else if let Some(a) = active[i].take() {
+            let what = faults::end(net, shared, &topology.homes, a).await?;
+            progress(&format!("sim: ended {what}"));
+            report.faults.push(what);
+        }
+    }
+    let send_end = started + cfg.send_for;
+    wait(send_end, never, shared, &mut ticker, started, progress).await;
+
+    phase.send_replace(Phase::Drain);
+    let drain_started = Instant::now();
+    progress(&format!(
+        "sim: sending stopped after {:.1} s; draining",
+        started.elapsed().as_secs_f64()
+    ));
+    let streams = topology.streams.len() as u64;
+    let done = || {
+        Shared::get(&shared.ends_confirmed) >= streams
+            && Shared::get(&shared.ends_received) >= streams
+    };
+    report.drained = wait(
+        drain_started + cfg.drain_timeout,
+        done,
+        shared,
+        &mut ticker,
+        started,
+        progress,
+    )
+    .await;
+    report.drain_secs = drain_started.elapsed().as_secs_f64();
+    Ok(())
+}
+
+/// Adds up the clients' reports.
+fn tally(report: &mut SimReport, topology: &plan::Topology, clients: Vec<ClientReport>) {
+    let mut sent_by_stream = vec![0u64; topology.streams.len()];
+    for c in &clients {
+        if let Some(s) = topology.outbound(c.index) {
+            sent_by_stream[s] = c.outbox.counts().sent;
+        }
+    }
+    let mut ledgers = ledger::Counts::default();
+    let mut missing_notes = Vec::new();
+    for c in &clients {
+        let counts = c.outbox.counts();
+        report.sent += counts.sent;
+        report.confirmed += counts.confirmed;
+        report.outboxed += counts.outboxed;
+        report.resubmitted += counts.resubmitted;
+        report.status_polls += counts.status_polls;
+        report.rejected += counts.rejected;
+        report.unconfirmed += c.outbox.unconfirmed() as u64;
+        report.reconnects += c.reconnects;
+        report.quota_markers += c.quota_markers;
+        ledgers.add(&c.ledger.counts());
+        if !c.ledger.has_end() {
+            report.ends_missing += 1;
+        }
+        if let Some(inbound) = topology.inbound(c.index) {
+            let missing = c.ledger.missing(sent_by_stream[inbound]);
+            report.lost += missing.len() as u64;
+            if !missing.is_empty() && missing_notes.len() < 10 {
+                let shown: Vec<String> = missing.iter().take(10).map(u64::to_string).collect();
+                missing_notes.push(format!(
+                    "stream {inbound} (R{} → R{}): {} missing: {}",
+                    topology.forwarder(inbound),
+                    topology.destination(inbound),
+                    missing.len(),
+                    shown.join(", ")
+                ));
+            }
+        }
+        for note in c.outbox.refusals.iter().chain(&c.anomalies) {
+            if report.anomalies.len() < 20 {
+                report.anomalies.push(note.clone());
+            }
+        }
+    }
+    report.anomalies.extend(missing_notes);
+    report.delivered = ledgers.distinct;
+    report.duplicated = ledgers.stored_twice;
+    report.duplicate_deliveries = ledgers.duplicate_deliveries;
+    report.redeliveries = ledgers.redeliveries;
+    report.redelivered_after_ack = ledgers.redelivered_after_ack;
+    report.reordered = ledgers.reordered;
+    report.unreadable = ledgers.foreign;
+}
