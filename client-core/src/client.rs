@@ -33,6 +33,10 @@ use std::time::Duration;
 /// Default period of automatic queue rotation: 7 days.
 pub const DEFAULT_ROTATION_SECS: u64 = 7 * 24 * 3600;
 
+/// An invitation nobody answered is deleted after this long: 14 days, the relays'
+/// default message lifetime.
+pub const INVITATION_TTL_SECS: u64 = 14 * 24 * 3600;
+
 /// Longest a `send` or `connect` waits for a forward its relay queued to reach the
 /// contact's relay, in seconds.
 pub const FORWARD_WAIT_SECS: u8 = 10;
@@ -854,9 +858,22 @@ impl<'a> Client<'a> {
                 self.entry_done(rng, contact, &key, &entry)?;
                 Ok(true)
             }
-            Ok(ForwardState::Done(Err(code))) => {
+            Ok(ForwardState::Done(Err(code @ (ErrorCode::Auth | ErrorCode::MessageSize)))) => {
+                // The destination refused the SEND itself: sending again cannot help.
                 let _ = self.store.delete(OUTBOX, &key);
                 Err(SendFailure::Refused(code))
+            }
+            Ok(ForwardState::Done(Err(code))) => {
+                // The forward ended without the message stored (EXPIRED after 48 h, an ID
+                // the relay forgot, a full queue, ...): seal it again at the next flush.
+                // Should both envelopes arrive, the ratchet drops the second copy.
+                entry.accepted = None;
+                self.store.put(rng, OUTBOX, &key, &entry)?;
+                Err(SendFailure::Net(NetError::Refused {
+                    relay: "the contact's relay".into(),
+                    command: "FORWARD",
+                    code,
+                }))
             }
             Err(e) => Err(classify(e)),
         }
@@ -923,6 +940,7 @@ impl<'a> Client<'a> {
         }
         self.send_receipts(rng)?;
         self.delete_retired(rng).await?;
+        self.expire_invitations().await?;
         self.rotate_due(rng).await?;
         self.flush(rng, 0).await?;
         Ok(received)
@@ -1162,6 +1180,31 @@ impl<'a> Client<'a> {
         Ok(())
     }
 
+    /// Deletes invitations nobody answered within [`INVITATION_TTL_SECS`], and their
+    /// queues.
+    async fn expire_invitations(&mut self) -> Result<(), ClientError> {
+        let now = self.clock.now();
+        for (key, invitation) in self.store.list::<PendingInvitation>(INVITATIONS)? {
+            if invitation.profile != self.profile.name
+                || now.saturating_sub(invitation.created_at) < INVITATION_TTL_SECS
+            {
+                continue;
+            }
+            match self.relays.delete(&invitation.queue).await {
+                Ok(())
+                | Err(NetError::Refused {
+                    code: ErrorCode::Auth,
+                    ..
+                }) => {
+                    self.store.delete(INVITATIONS, &key)?;
+                    self.notice("an invitation nobody answered expired and was deleted");
+                }
+                Err(_) => {} // Its relay is unreachable: next time.
+            }
+        }
+        Ok(())
+    }
+
     /// DELETEs the queues rotations retired; a queue whose relay does not answer stays
     /// listed for the next run.
     async fn delete_retired<R: CryptoRng + ?Sized>(
@@ -1204,6 +1247,10 @@ impl<'a> Client<'a> {
             .store
             .get::<PendingInvitation>(INVITATIONS, queue.recipient_id.as_bytes())?
         else {
+            self.notice(
+                "one of your invitations was answered more than once (was it shared?): \
+                 only the first answer was accepted",
+            );
             return Ok(());
         };
         let now = self.clock.now();
