@@ -326,13 +326,20 @@ impl Relays {
         }
     }
 
-    /// ACKs a message. `NO_MESSAGE` (acknowledged before, or expired) counts as done.
+    /// ACKs a message: unsigned, since this run's session proved the queue with the GET
+    /// or SUB that brought the message (protocol.md §11); signed if the session was
+    /// replaced in between. `NO_MESSAGE` (acknowledged before, or expired) counts as done.
     pub async fn ack(&mut self, queue: &OwnQueue, msg_id: MsgId) -> Result<(), NetError> {
         let command = Command::Ack {
             recipient_id: queue.recipient_id,
             msg_id,
         };
-        match self.owner_command(queue, command).await {
+        let result = match self.request(&queue.relay, None, command.clone()).await? {
+            Response::Ok => Ok(()),
+            Response::Error(ErrorCode::Auth) => self.owner_command(queue, command).await,
+            other => Err(refused(&queue.relay, "ACK", other)),
+        };
+        match result {
             Err(e) if e.code() == Some(ErrorCode::NoMessage) => Ok(()),
             other => other,
         }

@@ -392,6 +392,7 @@ impl Relay {
                 };
                 session.queues_created += 1;
                 let rid = QueueId::random(&mut rng);
+                session.prove(rid, hash);
                 let sid = QueueId::random(&mut rng);
                 let record = QueueRecord {
                     sender_id: sid,
@@ -469,18 +470,22 @@ impl Relay {
                 self.prepare_send(auth, binding, &command, now, origin)
             }
             Command::Subscribe { recipient_id } => {
-                if let Err(code) = self.auth_recipient(recipient_id, auth, binding, &command) {
-                    return Prepared::Reply(err(code));
-                }
+                let hash = match self.auth_recipient(recipient_id, auth, binding, &command) {
+                    Ok(h) => h,
+                    Err(code) => return Prepared::Reply(err(code)),
+                };
                 if session.subscriptions >= self.config.limits.max_subscriptions_per_session {
                     return Prepared::Reply(err(ErrorCode::Limit));
                 }
+                session.prove(*recipient_id, hash);
                 Prepared::Subscribe(*recipient_id)
             }
             Command::Get { recipient_id } => {
-                if let Err(code) = self.auth_recipient(recipient_id, auth, binding, &command) {
-                    return Prepared::Reply(err(code));
-                }
+                let hash = match self.auth_recipient(recipient_id, auth, binding, &command) {
+                    Ok(h) => h,
+                    Err(code) => return Prepared::Reply(err(code)),
+                };
+                session.prove(*recipient_id, hash);
                 match self.first_delivery(recipient_id) {
                     Ok(Some(d)) => Prepared::Reply(Response::Message(d)),
                     Ok(None) => Prepared::Reply(Response::Empty),
@@ -491,9 +496,15 @@ impl Relay {
                 recipient_id,
                 msg_id,
             } => {
-                let hash = match self.auth_recipient(recipient_id, auth, binding, &command) {
-                    Ok(h) => h,
-                    Err(code) => return Prepared::Reply(err(code)),
+                // Unsigned on a session that proved this queue's key; the write below checks
+                // that the queue still has that key.
+                let proven = session.proven.get(recipient_id).copied();
+                let hash = match (auth, proven) {
+                    (None, Some(hash)) => hash,
+                    _ => match self.auth_recipient(recipient_id, auth, binding, &command) {
+                        Ok(h) => h,
+                        Err(code) => return Prepared::Reply(err(code)),
+                    },
                 };
                 let (rid, mid) = (*recipient_id, *msg_id);
                 let cutoff = self.ttl_cutoff(now);
@@ -812,6 +823,21 @@ pub struct SessionLimits {
     pub queues_created: u32,
     /// Queues this session is subscribed to.
     pub subscriptions: u32,
+    /// Queues whose recipient key this session proved (a signed CREATE, SUB or GET), with
+    /// that key's hash: an ACK for them may come without a signature (protocol.md §11).
+    /// At most [`MAX_PROVEN_QUEUES`] entries; beyond that, ACKs need signatures.
+    pub proven: std::collections::HashMap<QueueId, KeyHash>,
+}
+
+/// Most queues one session remembers as proven (for unsigned ACKs).
+pub const MAX_PROVEN_QUEUES: usize = 10_000;
+
+impl SessionLimits {
+    fn prove(&mut self, rid: QueueId, hash: KeyHash) {
+        if self.proven.len() < MAX_PROVEN_QUEUES || self.proven.contains_key(&rid) {
+            self.proven.insert(rid, hash);
+        }
+    }
 }
 
 /// The queue, if it still exists with the recipient hash that was authenticated.

@@ -385,3 +385,80 @@ async fn rate_limit_and_subscription_takeover() {
         err(ErrorCode::RateLimited)
     );
 }
+
+/// ACK needs no signature on a session that proved the queue's key (a signed CREATE, SUB
+/// or GET on that session); everywhere else an unsigned ACK is `AUTH`.
+#[tokio::test]
+async fn unsigned_ack_only_on_a_session_that_proved_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = RelayProcess::start(dir.path(), &[]);
+    let mut owner_conn = RelayConnection::connect(&relay.address).await.unwrap();
+    let other = RelayConnection::connect(&relay.address).await.unwrap();
+    let q = Owner::create(&owner_conn, 1, true).await;
+    let rid = q.created.recipient_id;
+    let send = |text: &'static [u8]| Command::Send {
+        sender_id: q.created.sender_id,
+        body: body(text),
+    };
+    let ack = |msg_id| Command::Ack {
+        recipient_id: rid,
+        msg_id,
+    };
+    assert_eq!(
+        other.request(None, send(b"one")).await.unwrap(),
+        Response::Ok
+    );
+    assert_eq!(
+        other.request(None, send(b"two")).await.unwrap(),
+        Response::Ok
+    );
+    assert_eq!(
+        other.request(None, send(b"three")).await.unwrap(),
+        Response::Ok
+    );
+
+    // The creating (and subscribed) session ACKs without a signature.
+    let d = next_delivery(&mut owner_conn).await;
+    // Another session that never proved the key cannot, even with the right message ID.
+    assert_eq!(
+        other.request(None, ack(d.msg_id)).await.unwrap(),
+        err(ErrorCode::Auth)
+    );
+    assert_eq!(
+        owner_conn.request(None, ack(d.msg_id)).await.unwrap(),
+        Response::Ok
+    );
+
+    // A session that GETs with a signature may then ACK unsigned too.
+    let reader = RelayConnection::connect(&relay.address).await.unwrap();
+    let get = Command::Get { recipient_id: rid };
+    let Response::Message(m) = reader.request(Some(&q.key), get).await.unwrap() else {
+        panic!("expected the second message");
+    };
+    assert_eq!(
+        reader.request(None, ack(m.msg_id)).await.unwrap(),
+        Response::Ok
+    );
+
+    // A signature with the wrong key is still refused on a proven session.
+    let d = next_delivery(&mut owner_conn).await;
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    assert_eq!(
+        owner_conn
+            .request(Some(&stranger), ack(d.msg_id))
+            .await
+            .unwrap(),
+        err(ErrorCode::Auth)
+    );
+
+    // Once the queue is deleted, the proof is worth nothing.
+    let delete = Command::Delete { recipient_id: rid };
+    assert_eq!(
+        owner_conn.request(Some(&q.key), delete).await.unwrap(),
+        Response::Ok
+    );
+    assert_eq!(
+        reader.request(None, ack(d.msg_id)).await.unwrap(),
+        err(ErrorCode::Auth)
+    );
+}
