@@ -77,7 +77,9 @@ enum Command {
         /// The link (PETREL:...), as pasted.
         #[arg(required_unless_present = "image", conflicts_with = "image")]
         link: Option<String>,
-        /// A photo or screenshot of the QR code (PNG or JPEG).
+        /// A photo of the QR code on your contact's screen (PNG or JPEG). The contact is
+        /// recorded as "scanned"; for a code that reached you through another app, paste
+        /// its link instead (recorded as "pasted link").
         #[arg(long, value_name = "FILE")]
         image: Option<PathBuf>,
         /// The name to give the contact (default: the display name they send).
@@ -117,7 +119,8 @@ enum Command {
         #[arg(long, value_name = "SECS")]
         wait: Option<u64>,
     },
-    /// Stay connected and print messages as they arrive (Ctrl-C to stop).
+    /// Stay connected and print messages as they arrive (Ctrl-C to stop). The home is
+    /// locked while it runs: use `chat` to send at the same time.
     Listen,
     /// Talk with one contact: lines you type are sent, messages arriving are printed.
     Chat {
