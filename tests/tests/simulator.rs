@@ -66,10 +66,12 @@ fn check(cfg: &SimConfig, report: &SimReport) {
     assert_eq!(report.unreadable, 0, "{report}");
     assert_eq!(report.confirmed, report.sent, "{report}");
     assert!(report.passed(), "{report}");
-    // The faults interrupted traffic: sessions on the killed relay ended and were reopened,
-    // and forwards went into outboxes (the fault lasts until that is seen).
+    // The faults interrupted traffic (each lasts until that is seen): sessions on a killed
+    // relay ended and were reopened, forwards to it went into outboxes, and forwards that
+    // hung in a blackholed path when their forwarding relay was killed were resubmitted.
     assert!(report.reconnects > 0, "{report}");
     assert!(report.outboxed > 0, "{report}");
+    assert!(report.resubmitted > 0, "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,6 +31,7 @@ use petrel_federation::delivery::{DeliveryKey, DeliveryKind};
 use petrel_federation::transport::connection::RelayConnection;
 use petrel_federation::{MsgId, QueueId};
 use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -78,13 +79,24 @@ pub struct Shared {
     pub ends_received: AtomicU64,
     /// Sessions that ended, per home relay.
     pub session_drops: Vec<AtomicU64>,
+    /// Per (forwarding relay, destination relay) path.
+    pub paths: BTreeMap<(usize, usize), PathCounters>,
     /// Bumped on every change the orchestrator may wait for.
     pub changed: watch::Sender<u64>,
 }
 
+/// Live totals of one relay path.
+#[derive(Debug, Default)]
+pub struct PathCounters {
+    /// Forwards on this path answered `Accepted`.
+    pub outboxed: AtomicU64,
+    /// FORWARDs on this path submitted and not yet answered.
+    pub in_flight: AtomicU64,
+}
+
 impl Shared {
-    /// Zeroed totals for `relays` relays.
-    pub fn new(relays: usize) -> Shared {
+    /// Zeroed totals for `relays` relays and these paths.
+    pub fn new(relays: usize, paths: &BTreeSet<(usize, usize)>) -> Shared {
         Shared {
             sent: AtomicU64::new(0),
             confirmed: AtomicU64::new(0),
@@ -95,6 +107,10 @@ impl Shared {
             ends_confirmed: AtomicU64::new(0),
             ends_received: AtomicU64::new(0),
             session_drops: (0..relays).map(|_| AtomicU64::new(0)).collect(),
+            paths: paths
+                .iter()
+                .map(|&p| (p, PathCounters::default()))
+                .collect(),
             changed: watch::channel(0).0,
         }
     }
@@ -102,6 +118,13 @@ impl Shared {
     fn add(&self, counter: &AtomicU64, n: u64) {
         if n > 0 {
             counter.fetch_add(n, Ordering::Relaxed);
+            self.changed.send_modify(|c| *c = c.wrapping_add(1));
+        }
+    }
+
+    fn sub(&self, counter: &AtomicU64, n: u64) {
+        if n > 0 {
+            counter.fetch_sub(n, Ordering::Relaxed);
             self.changed.send_modify(|c| *c = c.wrapping_add(1));
         }
     }
@@ -196,6 +219,8 @@ pub struct Client {
     pub index: usize,
     /// Its home relay.
     pub home: usize,
+    /// (home relay, the relay of its contact's queue): the path its forwards take.
+    pub path: (usize, usize),
     home_state: watch::Receiver<RelayState>,
     conn: Option<RelayConnection>,
     recipient_key: SigningKey,
@@ -236,6 +261,8 @@ pub struct Parts {
     pub index: usize,
     /// Its home relay.
     pub home: usize,
+    /// (home relay, the relay of its contact's queue).
+    pub path: (usize, usize),
     /// Follows the home relay's address.
     pub home_state: watch::Receiver<RelayState>,
     /// The open session.
@@ -260,6 +287,7 @@ impl Client {
         Client {
             index: parts.index,
             home: parts.home,
+            path: parts.path,
             home_state: parts.home_state,
             conn: Some(parts.conn),
             recipient_key: parts.recipient_key,
@@ -303,7 +331,7 @@ impl Client {
             }
             if now == Phase::Drain && self.outbox.unconfirmed() == 0 && !self.outbox.end_created() {
                 match self.outbox.create(Kind::End, &mut self.rng) {
-                    Ok(seq) => self.act(Action::Forward(seq), &mut steps).await,
+                    Ok(seq) => self.act(Action::Forward(seq), &shared, &mut steps).await,
                     Err(e) => self.anomaly(format!("cannot seal the end marker: {e:#}")),
                 }
             }
@@ -327,7 +355,7 @@ impl Client {
                     match self.outbox.create(Kind::Data, &mut self.rng) {
                         Ok(seq) => {
                             shared.add(&shared.sent, 1);
-                            self.act(Action::Forward(seq), &mut steps).await;
+                            self.act(Action::Forward(seq), &shared, &mut steps).await;
                         }
                         Err(e) => self.anomaly(format!("cannot seal a message: {e:#}")),
                     }
@@ -368,6 +396,7 @@ impl Client {
     async fn act(
         &mut self,
         action: Action,
+        shared: &Shared,
         steps: &mut FuturesUnordered<BoxFuture<'static, Step>>,
     ) {
         match action {
@@ -378,6 +407,9 @@ impl Client {
                 if let Some((token, command)) = self.outbox.forward(seq)
                     && let Some(rx) = self.submit(None, command).await
                 {
+                    if let Some(path) = shared.paths.get(&self.path) {
+                        shared.add(&path.in_flight, 1);
+                    }
                     steps.push(expect(token, Waiting::Forward(seq), rx, REPLY_WAIT));
                 }
             }
@@ -416,7 +448,7 @@ impl Client {
         shared.add(&shared.reconnects, 1);
         self.subscribe(steps).await;
         for action in self.outbox.resume() {
-            self.act(action, steps).await;
+            self.act(action, shared, steps).await;
         }
     }
 
@@ -515,8 +547,15 @@ impl Client {
         shared: &Shared,
         steps: &mut FuturesUnordered<BoxFuture<'static, Step>>,
     ) {
+        let path = shared.paths.get(&self.path);
         let (seq, status) = match step.waiting {
-            Waiting::Forward(seq) | Waiting::Retry(seq) => (seq, false),
+            Waiting::Forward(seq) => {
+                if let Some(path) = path {
+                    shared.sub(&path.in_flight, 1);
+                }
+                (seq, false)
+            }
+            Waiting::Retry(seq) => (seq, false),
             Waiting::Status(seq) => (seq, true),
             Waiting::Ack(msg_id) => {
                 // An `OK` is a confirmation whichever session it came on.
@@ -534,23 +573,22 @@ impl Client {
                 return;
             }
         };
-        let before = (
-            self.outbox.counts(),
-            self.outbox.unconfirmed(),
-            self.outbox.end_confirmed(),
-        );
+        let before = (self.outbox.counts(), self.outbox.end_confirmed());
         let action = self.outbox.answer(seq, step.token, status, step.answer);
         let after = self.outbox.counts();
         shared.add(&shared.confirmed, after.confirmed - before.0.confirmed);
         shared.add(&shared.outboxed, after.outboxed - before.0.outboxed);
-        if self.outbox.end_confirmed() && !before.2 {
+        if let Some(path) = path {
+            shared.add(&path.outboxed, after.outboxed - before.0.outboxed);
+        }
+        if self.outbox.end_confirmed() && !before.1 {
             shared.add(&shared.ends_confirmed, 1);
         }
         if after.rejected > before.0.rejected {
             // A final refusal: the orchestrator must not wait for it.
             shared.changed.send_modify(|c| *c = c.wrapping_add(1));
         }
-        self.act(action, steps).await;
+        self.act(action, shared, steps).await;
     }
 }
 

@@ -77,6 +77,8 @@ pub struct Ledger {
     highest: Option<u64>,
     end: Option<u64>,
     counts: Counts,
+    /// (message, the higher one delivered before it), the first few.
+    reorders: Vec<(u64, u64)>,
 }
 
 impl Ledger {
@@ -89,6 +91,7 @@ impl Ledger {
             highest: None,
             end: None,
             counts: Counts::default(),
+            reorders: Vec::new(),
         }
     }
 
@@ -101,8 +104,11 @@ impl Ledger {
         let ids = self.ids.entry(message.seq).or_default();
         if ids.is_empty() {
             ids.push(msg_id);
-            if self.highest.is_some_and(|h| h > message.seq) {
+            if let Some(h) = self.highest.filter(|&h| h > message.seq) {
                 self.counts.reordered += 1;
+                if self.reorders.len() < 3 {
+                    self.reorders.push((message.seq, h));
+                }
             }
             self.highest = self.highest.max(Some(message.seq));
             match message.kind {
@@ -145,6 +151,11 @@ impl Ledger {
     /// The counts so far.
     pub fn counts(&self) -> Counts {
         self.counts
+    }
+
+    /// The first few reorders: (message, the higher-numbered one delivered before it).
+    pub fn reorders(&self) -> &[(u64, u64)] {
+        &self.reorders
     }
 
     /// Message numbers below `sent` (the sender's count, end marker excluded) never
@@ -208,6 +219,7 @@ mod tests {
             l.record(id(n as u8), data(seq));
         }
         assert_eq!(l.counts().reordered, 1);
+        assert_eq!(l.reorders(), &[(2, 3)]);
         assert!(!l.has_end());
         l.record(
             id(9),

@@ -106,7 +106,7 @@ impl SimConfig {
         SimConfig {
             relays: 6,
             clients: 24,
-            send_for: Duration::from_secs(8),
+            send_for: Duration::from_secs(10),
             rate: 4.0,
             window: 32,
             kills: 1,
@@ -183,6 +183,8 @@ pub struct SimReport {
     pub elapsed_secs: f64,
     /// Relays that did not stop cleanly on SIGTERM at the end.
     pub relay_stop_errors: Vec<String>,
+    /// Examples of reordered deliveries, by stream.
+    pub reorder_examples: Vec<String>,
     /// Unexpected events, described (the first few), and missing messages.
     pub anomalies: Vec<String>,
     /// The run's directory (relay data and logs), kept when the run failed.
@@ -273,6 +275,9 @@ impl std::fmt::Display for SimReport {
         )?;
         for fault in &self.faults {
             writeln!(f, "  fault: {fault}")?;
+        }
+        for example in &self.reorder_examples {
+            writeln!(f, "  reordered: {example}")?;
         }
         for anomaly in &self.anomalies {
             writeln!(f, "  anomaly: {anomaly}")?;
@@ -376,7 +381,7 @@ pub async fn run(
         paths.len(),
         started.elapsed().as_secs_f64()
     ));
-    let shared = Arc::new(Shared::new(cfg.relays));
+    let shared = Arc::new(Shared::new(cfg.relays, &paths));
     let parts = match setup::clients(&net, &topology, cfg.seed, &shared).await {
         Ok(parts) => parts,
         Err(e) => {
@@ -543,6 +548,20 @@ fn tally(report: &mut SimReport, topology: &plan::Topology, clients: Vec<ClientR
             report.ends_missing += 1;
         }
         if let Some(inbound) = topology.inbound(c.index) {
+            if !c.ledger.reorders().is_empty() && report.reorder_examples.len() < 10 {
+                let shown: Vec<String> = c
+                    .ledger
+                    .reorders()
+                    .iter()
+                    .map(|(seq, after)| format!("{seq} after {after}"))
+                    .collect();
+                report.reorder_examples.push(format!(
+                    "stream {inbound} (R{} → R{}): {}",
+                    topology.forwarder(inbound),
+                    topology.destination(inbound),
+                    shown.join(", ")
+                ));
+            }
             let missing = c.ledger.missing(sent_by_stream[inbound]);
             report.lost += missing.len() as u64;
             if !missing.is_empty() && missing_notes.len() < 10 {

@@ -7,6 +7,7 @@
 //! of a pair's two *streams* (one sender writing to its contact's queue) crosses from the
 //! sender's relay (the forwarding relay) to the recipient's (the destination).
 
+use super::proxy::PathMode;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -95,14 +96,20 @@ pub enum FaultKind {
     Kill {
         /// The relay.
         relay: usize,
+        /// When the kill falls inside a partition of the path from this relay to `amid`:
+        /// the kill waits until a FORWARD on that path is in flight, so that its sender
+        /// must find out for itself what became of it.
+        amid: Option<usize>,
     },
-    /// Cut every TCP path between two relays (both directions), restore it when the fault
-    /// ends.
+    /// Cut the TCP paths between two relays (both directions), restore them when the
+    /// fault ends.
     Partition {
         /// One relay.
         a: usize,
         /// The other.
         b: usize,
+        /// How the paths fail: refusing connections or silently dropping bytes.
+        mode: PathMode,
     },
 }
 
@@ -120,8 +127,18 @@ pub struct Fault {
 impl std::fmt::Display for Fault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.kind {
-            FaultKind::Kill { relay } => write!(f, "kill R{relay}")?,
-            FaultKind::Partition { a, b } => write!(f, "partition R{a} | R{b}")?,
+            FaultKind::Kill { relay, amid: None } => write!(f, "kill R{relay}")?,
+            FaultKind::Kill {
+                relay,
+                amid: Some(peer),
+            } => write!(f, "kill R{relay} (forwards to R{peer} in flight)")?,
+            FaultKind::Partition { a, b, mode } => {
+                let how = match mode {
+                    PathMode::Blackhole => "blackhole",
+                    PathMode::Refuse | PathMode::Open => "refuse",
+                };
+                write!(f, "partition R{a} | R{b} ({how})")?
+            }
         }
         write!(
             f,
@@ -132,10 +149,16 @@ impl std::fmt::Display for Fault {
     }
 }
 
-/// `kills` kills and `partitions` partitions, alternating (kills first), spread evenly over
-/// the middle of the send phase so that every fault ends before sending stops. Killed
-/// relays are all different while there are relays left; partitions cut paths that some
-/// stream takes, all different while there are paths left.
+/// The fault schedule: `max(kills, partitions)` slots spread over the first two thirds of
+/// the send phase, so that every fault ends well before sending stops.
+///
+/// Slot `i` partitions a pair of relays that some stream crosses (from a seeded shuffle,
+/// all different while there are pairs left), alternately blackholing (even slots) and
+/// refusing (odd slots), and kills a relay halfway through: in even slots the forwarding
+/// end of the blackholed path, while forwards on it hang — the hardest case for a sender,
+/// which gets no answer and must resubmit after its relay comes back — and in odd slots a
+/// relay drawn from a seeded shuffle, away from the partition. No relay is killed twice
+/// (so there are at most as many kills as relays).
 pub fn schedule(
     topology: &Topology,
     relays: usize,
@@ -147,46 +170,77 @@ pub fn schedule(
 ) -> Vec<Fault> {
     let mut kill_order: Vec<usize> = (0..relays).collect();
     kill_order.shuffle(rng);
-    let mut cut_order: Vec<(usize, usize)> = topology
-        .paths()
-        .into_iter()
-        .map(|(f, d)| (f.min(d), f.max(d)))
+    let paths = topology.paths();
+    let mut cut_order: Vec<(usize, usize)> = paths
+        .iter()
+        .map(|&(f, d)| (f.min(d), f.max(d)))
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
     cut_order.shuffle(rng);
-    let mut kinds = Vec::with_capacity(kills + partitions);
-    let (mut k, mut p) = (0, 0);
-    while k < kills || p < partitions {
-        if k < kills {
-            kinds.push(FaultKind::Kill {
-                relay: kill_order[k % kill_order.len()],
-            });
-            k += 1;
-        }
-        if p < partitions && !cut_order.is_empty() {
-            let (a, b) = cut_order[p % cut_order.len()];
-            kinds.push(FaultKind::Partition { a, b });
-            p += 1;
-        } else if p < partitions {
-            break;
-        }
-    }
-    let n = kinds.len().max(1) as f64;
+    let slots = kills.max(partitions);
     let secs = send_for.as_secs_f64();
-    kinds
-        .into_iter()
-        .enumerate()
-        .map(|(i, kind)| {
-            let at = secs * (0.15 + 0.6 * i as f64 / n);
-            let latest_end = secs * 0.85;
-            Fault {
-                at: Duration::from_secs_f64(at),
-                lasts: lasts.min(Duration::from_secs_f64((latest_end - at).max(0.5))),
-                kind,
+    let latest_end = secs * 0.85;
+    let mut faults: Vec<Fault> = Vec::new();
+    for i in 0..slots {
+        let at = secs * (0.1 + 0.55 * i as f64 / slots as f64);
+        let timed = |at: f64, kind| Fault {
+            at: Duration::from_secs_f64(at),
+            lasts: lasts.min(Duration::from_secs_f64((latest_end - at).max(0.5))),
+            kind,
+        };
+        let cut = (i < partitions && !cut_order.is_empty()).then(|| {
+            let (a, b) = cut_order[i % cut_order.len()];
+            let mode = if i % 2 == 0 {
+                PathMode::Blackhole
+            } else {
+                PathMode::Refuse
+            };
+            faults.push(timed(at, FaultKind::Partition { a, b, mode }));
+            (a, b, mode)
+        });
+        if i >= kills {
+            continue;
+        }
+        let kill_at = at + lasts.as_secs_f64() / 2.0;
+        let killed = |relay: usize, faults: &[Fault]| {
+            faults
+                .iter()
+                .any(|f| matches!(f.kind, FaultKind::Kill { relay: r, .. } if r == relay))
+        };
+        let amid = match cut {
+            Some((a, b, PathMode::Blackhole)) => [(a, b), (b, a)]
+                .into_iter()
+                .find(|&(f, d)| paths.contains(&(f, d)) && !killed(f, &faults)),
+            _ => None,
+        };
+        let kind = match amid {
+            Some((relay, peer)) => FaultKind::Kill {
+                relay,
+                amid: Some(peer),
+            },
+            None => {
+                let away = |r: usize| cut.is_none_or(|(a, b, _)| r != a && r != b);
+                let fresh: Vec<usize> = kill_order
+                    .iter()
+                    .copied()
+                    .filter(|&r| !killed(r, &faults))
+                    .collect();
+                let Some(relay) = fresh
+                    .iter()
+                    .copied()
+                    .find(|&r| away(r))
+                    .or(fresh.first().copied())
+                else {
+                    // Every relay has been killed once already.
+                    continue;
+                };
+                FaultKind::Kill { relay, amid: None }
             }
-        })
-        .collect()
+        };
+        faults.push(timed(kill_at, kind));
+    }
+    faults
 }
 
 /// The run's random source for planning, from its seed.
@@ -196,7 +250,7 @@ pub fn rng(seed: u64) -> ChaCha8Rng {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
     #[test]
@@ -218,22 +272,65 @@ mod tests {
 
     #[test]
     fn schedule_is_seeded_bounded_and_varied() {
-        let t = Topology::new(6, 24, &mut rng(1)).unwrap();
-        let send = Duration::from_secs(10);
-        let plan = |seed| schedule(&t, 6, 3, 2, send, Duration::from_secs(3), &mut rng(seed));
+        let t = Topology::new(20, 200, &mut rng(1)).unwrap();
+        let send = Duration::from_secs(60);
+        let lasts = Duration::from_secs(5);
+        let plan = |seed| schedule(&t, 20, 4, 4, send, lasts, &mut rng(seed));
         assert_eq!(plan(9), plan(9));
         let faults = plan(9);
-        assert_eq!(faults.len(), 5);
+        assert_eq!(faults.len(), 8);
         let mut killed = BTreeSet::new();
+        let mut cut = BTreeSet::new();
         for f in &faults {
-            assert!(f.at + f.lasts <= send, "{f}");
+            assert!(f.at + f.lasts <= send.mul_f64(0.85), "{f}");
             match f.kind {
-                FaultKind::Kill { relay } => assert!(killed.insert(relay)),
-                FaultKind::Partition { a, b } => {
-                    assert!(t.paths().contains(&(a, b)) || t.paths().contains(&(b, a)))
+                FaultKind::Kill { relay, amid } => {
+                    assert!(killed.insert(relay), "{relay} killed twice");
+                    if let Some(peer) = amid {
+                        assert!(t.paths().contains(&(relay, peer)), "{f}");
+                    }
+                }
+                FaultKind::Partition { a, b, .. } => {
+                    assert!(t.paths().contains(&(a, b)) || t.paths().contains(&(b, a)));
+                    assert!(cut.insert((a, b)));
                 }
             }
         }
+        let amid = faults
+            .iter()
+            .filter(|f| matches!(f.kind, FaultKind::Kill { amid: Some(_), .. }))
+            .count();
+        assert_eq!(amid, 2);
+    }
+
+    #[test]
+    fn reduced_schedule_kills_a_forwarder_inside_a_blackhole() {
+        let t = Topology::new(6, 24, &mut rng(7)).unwrap();
+        let faults = schedule(
+            &t,
+            6,
+            1,
+            1,
+            Duration::from_secs(10),
+            Duration::from_secs(2),
+            &mut rng(7),
+        );
+        let [cut, kill] = faults.as_slice() else {
+            panic!("{faults:?}");
+        };
+        let FaultKind::Partition { a, b, mode } = cut.kind else {
+            panic!("{cut}");
+        };
+        assert_eq!(mode, PathMode::Blackhole);
+        let FaultKind::Kill {
+            relay,
+            amid: Some(peer),
+        } = kill.kind
+        else {
+            panic!("{kill}");
+        };
+        assert!((relay, peer) == (a, b) || (relay, peer) == (b, a));
+        assert!(cut.at < kill.at && kill.at < cut.at + cut.lasts);
     }
 
     #[test]

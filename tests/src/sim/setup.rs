@@ -274,10 +274,18 @@ async fn contact(
     Ok((outbox, ledger, rng))
 }
 
-fn parts(net: &Network, half: Half, outbox: Outbox, ledger: Ledger, rng: ChaCha8Rng) -> Parts {
+fn parts(
+    net: &Network,
+    half: Half,
+    contact_home: usize,
+    outbox: Outbox,
+    ledger: Ledger,
+    rng: ChaCha8Rng,
+) -> Parts {
     Parts {
         index: half.index,
         home: half.home,
+        path: (half.home, contact_home),
         home_state: net.relays[half.home].watch(),
         conn: half.conn,
         recipient_key: half.recipient_key,
@@ -299,9 +307,10 @@ async fn pair(
 ) -> anyhow::Result<[Parts; 2]> {
     let (a_outbox, b_ledger, a_rng) = contact(net, topology, seed, &a, &mut b).await?;
     let (b_outbox, a_ledger, b_rng) = contact(net, topology, seed, &b, &mut a).await?;
+    let (a_home, b_home) = (a.home, b.home);
     Ok([
-        parts(net, a, a_outbox, a_ledger, a_rng),
-        parts(net, b, b_outbox, b_ledger, b_rng),
+        parts(net, a, b_home, a_outbox, a_ledger, a_rng),
+        parts(net, b, a_home, b_outbox, b_ledger, b_rng),
     ])
 }
 
