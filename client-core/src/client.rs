@@ -1435,7 +1435,13 @@ impl<'a> Client<'a> {
                     contact.alias
                 )),
             },
-            Ok(Payload::Profile(card)) => contact.peer = Some(card),
+            Ok(Payload::Profile(card)) => {
+                self.notice(format!(
+                    "{} now shows the name \"{}\"",
+                    contact.alias, card.display_name
+                ));
+                contact.peer = Some(card);
+            }
             Ok(Payload::Hello { .. }) => {
                 self.notice(format!(
                     "{} sent a second confirmation (ignored)",
@@ -1446,6 +1452,34 @@ impl<'a> Client<'a> {
         batch.put(CONTACTS, &contact.id, &contact)?;
         self.store.commit(rng, batch)?;
         Ok(retire)
+    }
+
+    /// Sends the profile's display name and bio to every connected contact (after
+    /// `profile edit`); returns how many contacts it went to.
+    pub async fn announce_profile<R: CryptoRng + ?Sized>(
+        &mut self,
+        rng: &mut R,
+    ) -> Result<usize, ClientError> {
+        let card = self.card();
+        let mut count = 0;
+        for mut contact in self.contacts()? {
+            if contact.state != ContactState::Connected {
+                continue;
+            }
+            let mut batch = Batch::new();
+            self.queue_payload(
+                rng,
+                &mut contact,
+                &Payload::Profile(card.clone()),
+                None,
+                &mut batch,
+            )?;
+            batch.put(CONTACTS, &contact.id, &contact)?;
+            self.store.commit(rng, batch)?;
+            count += 1;
+        }
+        self.flush(rng, 0).await?;
+        Ok(count)
     }
 
     /// Records that the user compared the security code with the contact.

@@ -159,6 +159,15 @@ enum ProfileCommand {
         #[arg(long, value_name = "PERIOD", default_value = "7d", value_parser = parse_period)]
         rotate_every: u64,
     },
+    /// Change the display name or bio, and send them to every contact.
+    Edit {
+        /// The new display name.
+        #[arg(long)]
+        display_name: Option<String>,
+        /// The new bio ("" removes it).
+        #[arg(long)]
+        bio: Option<String>,
+    },
     /// Change how often the profile's inbound queues rotate, e.g. 7d, 12h, 30m, 90s.
     Rotation {
         /// The period.
@@ -317,6 +326,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let profiles = Profiles::new(&store);
     let mut rng = rand::rng();
     match cli.command {
+        Command::Profile(ProfileCommand::Edit { display_name, bio }) => {
+            let profile = profiles.resolve(cli.profile.as_deref())?;
+            let profile = profiles.edit_card(&mut rng, &profile.name, display_name, bio)?;
+            let rt = runtime()?;
+            rt.block_on(async {
+                let name = profile.name.clone();
+                let mut client = Client::new(&store, profile, clock());
+                let result = client.announce_profile(&mut rng).await;
+                print_events(client.take_events());
+                client.close().await;
+                println!("updated profile {name}; sent to {} contact(s)", result?);
+                anyhow::Ok(())
+            })?;
+        }
         Command::Profile(cmd) => profile_command(&profiles, &store, cli.profile.as_deref(), cmd)?,
         Command::Relay(cmd) => {
             let profile = profiles.resolve(cli.profile.as_deref())?;
@@ -422,6 +445,7 @@ fn profile_command(
                 }
             }
         }
+        ProfileCommand::Edit { .. } => {} // handled in `run` (it needs the network)
         ProfileCommand::Use { name } => {
             profiles.select(&mut rng, &name)?;
             println!("now using profile {name}");

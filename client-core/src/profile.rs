@@ -245,4 +245,25 @@ impl<'a> Profiles<'a> {
         self.store.put(rng, PROFILES, name.as_bytes(), &p)?;
         Ok(())
     }
+
+    /// Changes what contacts see (`None` leaves a field as it is; a bio of `Some("")`
+    /// removes it) and returns the updated profile.
+    pub fn edit_card<R: rand_core::CryptoRng + ?Sized>(
+        &self,
+        rng: &mut R,
+        name: &str,
+        display_name: Option<String>,
+        bio: Option<String>,
+    ) -> Result<Profile, ProfileError> {
+        let mut p = self.get(name)?;
+        if let Some(d) = display_name {
+            p.display_name = d;
+        }
+        if let Some(b) = bio {
+            p.bio = if b.is_empty() { None } else { Some(b) };
+        }
+        check_card(&p.display_name, p.bio.as_deref())?;
+        self.store.put(rng, PROFILES, name.as_bytes(), &p)?;
+        Ok(p)
+    }
 }
