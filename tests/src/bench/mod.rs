@@ -1,20 +1,34 @@
 //! `petrel-bench`: real relay processes, simulated clients on loopback, one table.
 //!
-//! Flow: [`plan::Plan`] fixes every size for a mode (smoke, quick, full). Each scenario
-//! starts its own `petrel-relay` child process ([`relay::RelayProcess`]) on 127.0.0.1 with
+//! Flow: [`plan::Plan`] fixes every size for a mode (smoke, quick, full). Each relay scenario
+//! starts its own `petrel-relay` child processes ([`relay::RelayProcess`]) on 127.0.0.1 with
 //! a data directory under one temporary directory, drives it with
 //! [`RelayConnection`](petrel_federation::transport::connection::RelayConnection)s in this
 //! process, stops it with SIGTERM and appends [`report::Row`]s:
 //!
-//! * [`throughput`]: send → deliver → ACK, durable, and latency, at 1, 100 and 10,000 queues;
+//! * [`crypto`]: the ratchet and the pairing handshake's crypto, the primitives alone and
+//!   vodozemac's Olm as baselines (in this process, no relay);
+//! * [`throughput`]: send → deliver → ACK, durable, at 1, 100 and 10,000 queues, with the
+//!   [`latency`] phases (low and 80 % load) at 100 queues;
+//! * [`forwarding`]: the same through a forwarding relay (two relays), with its latency
+//!   phases;
+//! * [`broker`]: the plaintext broker baseline, mosquitto with QoS 1 and persistence, when
+//!   it is installed;
 //! * [`storage`]: resident memory, bytes on disk and start-up time with idle queues;
 //! * [`idle_clients`]: resident memory per connected idle client;
-//! * [`wire`]: bytes per text message per hop, computed and measured.
+//! * [`wire`]: bytes per text message per hop, computed and measured;
+//! * [`network`]: the network simulator ([`crate::sim`]): relays killed and partitioned
+//!   mid-run, every message counted.
 //!
 //! A scenario that fails becomes a failed row and the others still run; the binary exits
 //! non-zero when any sanity check failed. Target misses never fail a run.
 
+pub mod broker;
+pub mod crypto;
+pub mod forwarding;
 pub mod idle_clients;
+pub mod latency;
+pub mod network;
 pub mod plan;
 pub mod proc;
 pub mod proxy;
@@ -24,6 +38,7 @@ pub mod report;
 pub mod stats;
 pub mod storage;
 pub mod throughput;
+pub mod traffic;
 pub mod wire;
 
 use plan::{Mode, Plan, Scenario};
@@ -107,10 +122,18 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
             keep: options.keep,
         };
         let result = match scenario {
-            Scenario::Throughput => throughput::run(&plan.throughput, &env, &mut rows).await,
+            Scenario::Crypto => crypto::run(&plan.crypto, &mut rows).await,
+            Scenario::Throughput => {
+                throughput::run(&plan.throughput, &plan.latency, &env, &mut rows).await
+            }
+            Scenario::Forwarding => {
+                forwarding::run(&plan.forwarding, &plan.latency, &env, &mut rows).await
+            }
+            Scenario::Broker => broker::run(&plan.broker, &env, &mut rows).await,
             Scenario::Storage => storage::run(&plan.storage, &env, &mut rows).await,
             Scenario::Clients => idle_clients::run(&plan.clients, &env, &mut rows).await,
             Scenario::Wire => wire::run(plan.wire.messages, &env, &mut rows).await,
+            Scenario::Network => network::run(plan.network.as_ref(), &env, &mut rows).await,
         };
         match result {
             Ok(()) => eprintln!(
@@ -140,9 +163,10 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     }
     let load_after = proc::load_average();
     let mut caveats = vec![
-        "The relay and the simulated clients share this machine's CPUs; the clients sign every \
-         SEND and ACK, open every delivery and run their own Noise sessions, so the relay gets \
-         only part of the machine."
+        "The relays and the simulated clients share this machine's CPUs; the clients sign every \
+         SEND (and seal it, through two relays), open every delivery, ACK it (unsigned, on the \
+         session that proved the queue, as the client does) and run their own Noise sessions, \
+         so the relays get only part of the machine."
             .to_string(),
         format!(
             "The relay runs with raised limits for benchmarking (relay.toml): {}.",

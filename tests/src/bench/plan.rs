@@ -5,6 +5,7 @@
 //! sane) and `smoke` (tiny sizes for the CI test, where the relay is a debug build). Every
 //! size is bounded here, so every scenario stops by itself.
 
+use crate::sim::SimConfig;
 use std::time::Duration;
 
 /// How big a run is.
@@ -32,32 +33,48 @@ impl Mode {
 /// The scenarios, in the order they run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scenario {
-    /// Relay throughput and latency, send → deliver → ACK, durable.
+    /// Client crypto (ratchet, pairing) and the baselines: primitives alone, vodozemac.
+    Crypto,
+    /// Relay throughput, send → deliver → ACK, durable; latency at low and 80 % load.
     Throughput,
+    /// The same through a forwarding relay (two relays); two-relay latency.
+    Forwarding,
+    /// The plaintext broker baseline (mosquitto, when installed).
+    Broker,
     /// Idle queues: resident memory, bytes on disk, start-up time.
     Storage,
     /// Resident memory per connected idle client.
     Clients,
     /// Bytes per text message on the wire.
     Wire,
+    /// The network simulator: relays killed and partitioned, every message counted.
+    Network,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 4] = [
+    pub const ALL: [Scenario; 8] = [
+        Scenario::Crypto,
         Scenario::Throughput,
+        Scenario::Forwarding,
+        Scenario::Broker,
         Scenario::Storage,
         Scenario::Clients,
         Scenario::Wire,
+        Scenario::Network,
     ];
 
     /// The scenario's name as printed and as given to `--only`.
     pub fn name(self) -> &'static str {
         match self {
+            Scenario::Crypto => "crypto",
             Scenario::Throughput => "throughput",
+            Scenario::Forwarding => "forwarding",
+            Scenario::Broker => "broker",
             Scenario::Storage => "storage",
             Scenario::Clients => "clients",
             Scenario::Wire => "wire",
+            Scenario::Network => "network",
         }
     }
 
@@ -87,6 +104,33 @@ pub struct ThroughputPlan {
     pub in_flight: Option<usize>,
     /// How long the final drain may take before missing messages count as lost.
     pub drain_timeout: Duration,
+}
+
+/// Sizes of the open-loop latency phases (run after the peak of one relay at this queue
+/// count, and after the peak of the forwarding scenario).
+#[derive(Clone, Debug)]
+pub struct LatencyPlan {
+    /// The throughput queue count whose sessions also run the latency phases.
+    pub queues: usize,
+    /// The low load, messages per second.
+    pub low_rate: f64,
+    /// The loaded phase's rate as a share of the peak just measured.
+    pub peak_share: f64,
+    /// Time before the measuring window opens.
+    pub warmup: Duration,
+    /// The measuring window.
+    pub measure: Duration,
+    /// Most messages in flight (a safety bound of the open loop).
+    pub cap: usize,
+    /// How long the final drain may take.
+    pub drain_timeout: Duration,
+}
+
+/// Sizes of the crypto scenario.
+#[derive(Clone, Debug)]
+pub struct CryptoPlan {
+    /// How long each figure is measured (after one untimed batch).
+    pub per_figure: Duration,
 }
 
 /// Sizes of the storage scenario.
@@ -123,12 +167,22 @@ pub struct Plan {
     pub mode: Mode,
     /// Throughput sizes.
     pub throughput: ThroughputPlan,
+    /// Forwarding sizes (the first queue count only).
+    pub forwarding: ThroughputPlan,
+    /// Latency phases.
+    pub latency: LatencyPlan,
+    /// Crypto sizes.
+    pub crypto: CryptoPlan,
+    /// Broker sizes: the first queue count is the number of topics.
+    pub broker: ThroughputPlan,
     /// Storage sizes.
     pub storage: StoragePlan,
     /// Idle-client sizes.
     pub clients: ClientsPlan,
     /// Wire-cost sizes.
     pub wire: WirePlan,
+    /// The network simulator's size; `None` skips it.
+    pub network: Option<SimConfig>,
 }
 
 impl Plan {
@@ -147,6 +201,38 @@ impl Plan {
                     in_flight: None,
                     drain_timeout: Duration::from_secs(10),
                 },
+                forwarding: ThroughputPlan {
+                    queue_counts: vec![2],
+                    senders: 2,
+                    recipients: 1,
+                    warmup: Duration::ZERO,
+                    measure: Duration::from_secs(15),
+                    max_messages: Some(100),
+                    in_flight: None,
+                    drain_timeout: Duration::from_secs(10),
+                },
+                latency: LatencyPlan {
+                    queues: 1,
+                    low_rate: 50.0,
+                    peak_share: 0.8,
+                    warmup: Duration::ZERO,
+                    measure: Duration::from_millis(600),
+                    cap: 64,
+                    drain_timeout: Duration::from_secs(10),
+                },
+                crypto: CryptoPlan {
+                    per_figure: Duration::from_millis(20),
+                },
+                broker: ThroughputPlan {
+                    queue_counts: vec![10],
+                    senders: 2,
+                    recipients: 2,
+                    warmup: Duration::ZERO,
+                    measure: Duration::from_secs(15),
+                    max_messages: Some(200),
+                    in_flight: None,
+                    drain_timeout: Duration::from_secs(10),
+                },
                 storage: StoragePlan {
                     queue_steps: vec![0, 1_000],
                     creators: 1,
@@ -157,11 +243,44 @@ impl Plan {
                     connect_parallelism: 10,
                 },
                 wire: WirePlan { messages: 20 },
+                network: None,
             },
             Mode::Quick => Plan {
                 mode,
                 throughput: ThroughputPlan {
                     queue_counts: vec![1, 100],
+                    senders: 4,
+                    recipients: 4,
+                    warmup: Duration::from_secs(1),
+                    measure: Duration::from_secs(4),
+                    max_messages: None,
+                    in_flight: None,
+                    drain_timeout: Duration::from_secs(20),
+                },
+                forwarding: ThroughputPlan {
+                    queue_counts: vec![100],
+                    senders: 4,
+                    recipients: 4,
+                    warmup: Duration::from_secs(1),
+                    measure: Duration::from_secs(4),
+                    max_messages: None,
+                    in_flight: None,
+                    drain_timeout: Duration::from_secs(20),
+                },
+                latency: LatencyPlan {
+                    queues: 100,
+                    low_rate: 200.0,
+                    peak_share: 0.8,
+                    warmup: Duration::from_millis(500),
+                    measure: Duration::from_secs(3),
+                    cap: 4_096,
+                    drain_timeout: Duration::from_secs(20),
+                },
+                crypto: CryptoPlan {
+                    per_figure: Duration::from_millis(300),
+                },
+                broker: ThroughputPlan {
+                    queue_counts: vec![100],
                     senders: 4,
                     recipients: 4,
                     warmup: Duration::from_secs(1),
@@ -180,11 +299,47 @@ impl Plan {
                     connect_parallelism: 32,
                 },
                 wire: WirePlan { messages: 200 },
+                network: Some(SimConfig {
+                    send_for: Duration::from_secs(5),
+                    ..SimConfig::reduced()
+                }),
             },
             Mode::Full => Plan {
                 mode,
                 throughput: ThroughputPlan {
                     queue_counts: vec![1, 100, 10_000],
+                    senders: 4,
+                    recipients: 4,
+                    warmup: Duration::from_secs(3),
+                    measure: Duration::from_secs(10),
+                    max_messages: None,
+                    in_flight: None,
+                    drain_timeout: Duration::from_secs(30),
+                },
+                forwarding: ThroughputPlan {
+                    queue_counts: vec![100],
+                    senders: 4,
+                    recipients: 4,
+                    warmup: Duration::from_secs(3),
+                    measure: Duration::from_secs(10),
+                    max_messages: None,
+                    in_flight: None,
+                    drain_timeout: Duration::from_secs(30),
+                },
+                latency: LatencyPlan {
+                    queues: 100,
+                    low_rate: 200.0,
+                    peak_share: 0.8,
+                    warmup: Duration::from_secs(1),
+                    measure: Duration::from_secs(10),
+                    cap: 4_096,
+                    drain_timeout: Duration::from_secs(30),
+                },
+                crypto: CryptoPlan {
+                    per_figure: Duration::from_secs(1),
+                },
+                broker: ThroughputPlan {
+                    queue_counts: vec![100],
                     senders: 4,
                     recipients: 4,
                     warmup: Duration::from_secs(3),
@@ -203,6 +358,7 @@ impl Plan {
                     connect_parallelism: 32,
                 },
                 wire: WirePlan { messages: 1_000 },
+                network: Some(SimConfig::full()),
             },
         }
     }

@@ -18,7 +18,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// The relay's limits for benchmarking. The defaults protect a public relay from abuse
 /// (2,000 commands/s per session, 1,000 queues per session, 64 connections per IP, a quota
-/// of 128 messages); a bench drives a few sessions much harder from one address, so they
+/// of 128 messages, 5,000 forwards/s from one peer relay); a bench drives a few sessions much harder from one address, so they
 /// are raised. Nothing here changes the work a command costs.
 pub const BENCH_LIMITS: &str = "\
 [limits]
@@ -31,6 +31,8 @@ max_connections = 20000
 max_connections_per_ip = 20000
 max_sessions = 40000
 idle_timeout_secs = 900
+peer_forwards_per_sec = 100000000
+peer_forward_burst = 100000000
 ";
 
 /// How long a relay may take to print its address.
@@ -79,6 +81,8 @@ pub struct RelaySpec {
     pub config: PathBuf,
     /// Where the relay's stderr goes.
     pub log: PathBuf,
+    /// More flags (like `--forward-to-private`).
+    pub extra_args: Vec<String>,
 }
 
 impl RelaySpec {
@@ -93,6 +97,7 @@ impl RelaySpec {
             data_dir: dir.join("data"),
             config,
             log: dir.join("relay.log"),
+            extra_args: Vec::new(),
         })
     }
 
@@ -134,9 +139,12 @@ impl RelayProcess {
             .arg(&spec.config)
             .args(["--listen", "127.0.0.1:0", "--http", "off", "--log"])
             .arg(std::env::var("PETREL_BENCH_RELAY_LOG").unwrap_or_else(|_| "warn".into()))
+            .args(&spec.extra_args)
             .env_remove("PORT")
             .env_remove("PETREL_RELAY_CREATE_PASSWORD")
             .env_remove("PETREL_RELAY_ANNOUNCE")
+            .env_remove("PETREL_RELAY_FORWARDING")
+            .env_remove("PETREL_RELAY_FORWARD_PEERS")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

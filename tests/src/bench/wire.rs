@@ -38,7 +38,7 @@ pub struct FrameSizes {
     pub ok: usize,
     /// The Deliver frame pushed to the recipient.
     pub deliver: usize,
-    /// The recipient's signed ACK.
+    /// The recipient's ACK, unsigned on the session that proved the queue.
     pub ack: usize,
 }
 
@@ -76,10 +76,19 @@ pub fn frame_sizes() -> anyhow::Result<FrameSizes> {
         sender_id: QueueId([1; 16]),
         body: body.clone(),
     })?;
-    let ack = signed(Command::Ack {
-        recipient_id: QueueId([2; 16]),
-        msg_id: MsgId([3; 16]),
-    })?;
+    // Unsigned: the recipient ACKs on the session that proved the queue (protocol §11).
+    let ack = frame::encode(
+        1,
+        &ClientFrame {
+            corr: CORR,
+            auth: None,
+            command: Command::Ack {
+                recipient_id: QueueId([2; 16]),
+                msg_id: MsgId([3; 16]),
+            },
+        },
+    )?
+    .len();
     let ok = frame::encode(
         1,
         &RelayFrame::Reply {
@@ -169,7 +178,7 @@ async fn measure(relay: &RelayProcess, messages: usize) -> anyhow::Result<(f64, 
             recipient_id: delivery.recipient_id,
             msg_id: delivery.msg_id,
         };
-        match recipient.request(Some(&queue.recipient), ack).await? {
+        match recipient.request(None, ack).await? {
             Response::Ok => {}
             other => bail!("ACK answered {other:?}"),
         }
@@ -193,7 +202,11 @@ pub async fn run(messages: usize, env: &super::Env, rows: &mut Vec<Row>) -> anyh
     for (key, figure, value) in [
         ("wire.send_frame", "SEND frame (signed)", sizes.send),
         ("wire.deliver_frame", "Deliver frame", sizes.deliver),
-        ("wire.ack_frame", "ACK frame (signed)", sizes.ack),
+        (
+            "wire.ack_frame",
+            "ACK frame (unsigned, proven session)",
+            sizes.ack,
+        ),
         ("wire.ok_frame", "OK reply frame", sizes.ok),
     ] {
         rows.push(Row::info(key, scenario, figure, value as f64, "B").note(computed));

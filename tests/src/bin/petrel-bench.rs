@@ -20,8 +20,9 @@ use std::process::ExitCode;
 #[derive(Parser, Debug)]
 #[command(
     name = "petrel-bench",
-    about = "Benchmark a real petrel-relay on loopback: throughput, latency, memory, disk, \
-             start-up and wire cost.",
+    about = "Benchmark real petrel-relays on loopback: throughput and latency (one relay and \
+             two), memory, disk, start-up, wire cost, client crypto, baselines (primitives, \
+             vodozemac's Olm, mosquitto) and the network simulator.",
     after_help = "Build the relay first, with the same profile:\n  \
                   cargo build --release -p petrel-relay -p petrel-tests\n  \
                   cargo run --release -p petrel-tests --bin petrel-bench -- --quick"
@@ -39,7 +40,8 @@ struct Cli {
     /// The petrel-relay binary. Default: next to this executable.
     #[arg(long)]
     relay_bin: Option<PathBuf>,
-    /// Run only these scenarios: throughput, storage, clients, wire (comma-separated).
+    /// Run only these scenarios (comma-separated): crypto, throughput, forwarding, broker,
+    /// storage, clients, wire, network.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Put the temporary relay directories here (default: the system's temp directory).
@@ -85,7 +87,10 @@ fn real_main() -> anyhow::Result<bool> {
         .iter()
         .map(|name| {
             Scenario::parse(name).with_context(|| {
-                format!("unknown scenario `{name}`: use throughput, storage, clients or wire")
+                format!(
+                    "unknown scenario `{name}`: use crypto, throughput, forwarding, broker, \
+                     storage, clients, wire or network"
+                )
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
