@@ -559,14 +559,21 @@ impl<'a> Client<'a> {
         rng: &mut R,
         invitation: &Invitation,
     ) -> Result<Connected, ClientError> {
-        let mut contact = self
-            .contacts()?
-            .into_iter()
-            .find(|c| {
+        let find = |contacts: Vec<Contact>| {
+            contacts.into_iter().find(|c| {
                 c.outbound.sender_id == invitation.sender_id
                     && c.outbound.relay.key() == invitation.relay.key()
             })
-            .ok_or(ClientError::UnknownRekey)?;
+        };
+        let mut contact = match find(self.contacts()?) {
+            Some(c) => c,
+            None => {
+                // The code may name a queue the contact announced in a rotation this client
+                // has not read yet: read, then look again.
+                self.drain(rng).await?;
+                find(self.contacts()?).ok_or(ClientError::UnknownRekey)?
+            }
+        };
         if contact.state != ContactState::Connected {
             return Err(ClientError::NotConnected(contact.alias));
         }

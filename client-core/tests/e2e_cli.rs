@@ -830,6 +830,10 @@ fn two_people_pair_talk_rotate_and_rekey_through_two_relays() {
     assert_eq!(queue_relays(&alice), [a1.as_str()]);
 
     // --- 3. Re-key by a fresh QR code; messages keep flowing. -----------------------------
+    // Bob shows it in the middle of a rotation: the code names his new queue, which Alice
+    // learns only by reading his announcement (`connect` reads it when the code matches
+    // nothing yet).
+    bob.ok(&["rotate", ALICE_NAME]);
     let rk_png = root.join("rekey.png");
     let rekey = bob.ok(&[
         "invite",
