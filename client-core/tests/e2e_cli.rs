@@ -18,6 +18,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::Relay;
 use petrel_client::contact::{CONTACTS, Contact, INVITATIONS, PendingInvitation};
 use petrel_client::store::{KdfParams, Store};
 use petrel_federation::RelayAddress;
@@ -25,9 +28,8 @@ use petrel_federation::client::{Command as RelayCommand, Response};
 use petrel_federation::transport::connection::RelayConnection;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -47,88 +49,6 @@ const ALT_NAME: &str = "Alt Persona Ninety";
 // ---------------------------------------------------------------------------------------
 // Relays
 // ---------------------------------------------------------------------------------------
-
-/// `petrel-relay`, built next to this test's target directory.
-fn relay_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    let name = format!("petrel-relay{}", std::env::consts::EXE_SUFFIX);
-    let candidates = [deps.parent().map(|p| p.join(&name)), Some(deps.join(&name))];
-    candidates
-        .iter()
-        .flatten()
-        .find(|p| p.is_file())
-        .cloned()
-        .unwrap_or_else(|| {
-            panic!(
-                "petrel-relay is not built next to {}: build it first with \
-                 `cargo build -p petrel-relay`",
-                deps.display()
-            )
-        })
-}
-
-/// A relay child process, killed on drop.
-struct Relay {
-    child: Child,
-    address: String,
-    data_dir: PathBuf,
-}
-
-impl Relay {
-    fn start(data_dir: &Path) -> Relay {
-        let mut child = Command::new(relay_bin())
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--http",
-                "off",
-                "--forward-to-private",
-                "--log",
-                "warn",
-            ])
-            .env_remove("PORT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn petrel-relay");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let address = line
-            .trim()
-            .strip_prefix("relay address: ")
-            .unwrap_or_else(|| panic!("unexpected first line from petrel-relay: {line:?}"))
-            .to_string();
-        Relay {
-            child,
-            address,
-            data_dir: data_dir.to_path_buf(),
-        }
-    }
-
-    fn address(&self) -> RelayAddress {
-        self.address.parse().unwrap()
-    }
-
-    /// SIGTERM and wait for the exit.
-    fn stop(&mut self) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // Users (one `petrel` home each)
@@ -539,8 +459,8 @@ fn two_people_pair_talk_rotate_and_rekey_through_two_relays() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let mut r1 = Relay::start(&root.join("r1"));
-    let mut r2 = Relay::start(&root.join("r2"));
+    let mut r1 = Relay::start(&root.join("r1"), "127.0.0.1:0");
+    let mut r2 = Relay::start(&root.join("r2"), "127.0.0.1:0");
     let (a1, a2) = (r1.address.clone(), r2.address.clone());
 
     let mut alice = User::new("alice", root.join("alice"));

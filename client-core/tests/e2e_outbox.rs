@@ -5,74 +5,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::Relay;
 use petrel_client::client::{Client, Clock, Connected, Event, Sent};
 use petrel_client::profile::{Profile, Profiles};
 use petrel_client::store::{KdfParams, Store};
 use petrel_federation::RelayAddress;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
-
-fn relay_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    let name = format!("petrel-relay{}", std::env::consts::EXE_SUFFIX);
-    [deps.parent().map(|p| p.join(&name)), Some(deps.join(&name))]
-        .into_iter()
-        .flatten()
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("build petrel-relay first: cargo build -p petrel-relay"))
-}
-
-struct Relay {
-    child: Child,
-    address: RelayAddress,
-}
-
-impl Relay {
-    /// Starts a relay on `listen` (a fixed port to come back on, or port 0).
-    fn start(dir: &Path, listen: &str) -> Relay {
-        let mut child = Command::new(relay_bin())
-            .arg("--data-dir")
-            .arg(dir)
-            .args(["--listen", listen, "--http", "off", "--log", "warn"])
-            .args(["--forward-to-private", "--forward-retry-min-ms", "50"])
-            .env_remove("PORT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let address = line
-            .trim()
-            .strip_prefix("relay address: ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .parse()
-            .unwrap();
-        Relay { child, address }
-    }
-
-    fn listen(&self) -> String {
-        let text = self.address.to_string();
-        text.rsplit_once('@').unwrap().1.to_string()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn store(dir: &Path, name: &str, relay: &RelayAddress) -> Store {
     let store = Store::open(
@@ -133,8 +74,8 @@ async fn outbox_survives_relays_going_away() {
     let dir = tempfile::tempdir().unwrap();
     let mut r1 = Relay::start(&dir.path().join("r1"), "127.0.0.1:0");
     let mut r2 = Relay::start(&dir.path().join("r2"), "127.0.0.1:0");
-    let alice_store = store(dir.path(), "alice", &r1.address);
-    let bob_store = store(dir.path(), "bob", &r2.address);
+    let alice_store = store(dir.path(), "alice", &r1.address());
+    let bob_store = store(dir.path(), "bob", &r2.address());
     let mut rng = rand::rng();
 
     // Pairing through the library API.
