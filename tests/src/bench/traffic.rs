@@ -372,9 +372,13 @@ fn command(
     }
 }
 
-/// The instant a paced sender's next slot starts, or now for a closed loop.
+/// Waits for a paced sender's next slot (not at all for a closed loop). A slot already
+/// past is taken at once: a sleep with an expired deadline would still wait for the timer
+/// driver's next turn, and a sender catching up would fall further behind.
 async fn slot(due: Option<tokio::time::Instant>) {
-    if let Some(due) = due {
+    if let Some(due) = due
+        && due > tokio::time::Instant::now()
+    {
         tokio::time::sleep_until(due).await;
     }
 }
