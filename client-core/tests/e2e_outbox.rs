@@ -1,7 +1,8 @@
 //! The persistent outbox against real relay processes that go away and come back: a
 //! message sent while the sender's own relay is down waits in the encrypted store and is
 //! sent by the next sync; a message whose destination relay is down waits in the
-//! forwarding relay's outbox; each arrives exactly once, in order.
+//! forwarding relay's outbox; each arrives exactly once, in order. And the profile option
+//! that makes contacts reach it only through its pinned relays (RESTRICT + `direct`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -16,6 +17,10 @@ use std::path::Path;
 use std::time::Duration;
 
 fn store(dir: &Path, name: &str, relay: &RelayAddress) -> Store {
+    store_with(dir, name, relay, false)
+}
+
+fn store_with(dir: &Path, name: &str, relay: &RelayAddress, require_pinned: bool) -> Store {
     let store = Store::open(
         &dir.join(format!("{name}.redb")),
         b"pw",
@@ -31,7 +36,7 @@ fn store(dir: &Path, name: &str, relay: &RelayAddress) -> Store {
                 display_name: name.into(),
                 bio: None,
                 relays: vec![relay.clone()],
-                require_pinned_forwarding: false,
+                require_pinned_forwarding: require_pinned,
                 rotation_secs: 7 * 24 * 3600,
             },
         )
@@ -183,6 +188,72 @@ async fn outbox_survives_relays_going_away() {
         .filter(|m| m.delivered)
         .count();
     assert!(delivered >= 2, "receipts: {delivered} of 3 delivered");
+    alice.close().await;
+    bob.close().await;
+}
+
+/// Bob's profile requires contacts to reach him only through his pinned relays: his
+/// queues are RESTRICTed to them and Alice is told to send directly. A SEND forwarded
+/// through Alice's own relay is refused by Bob's relay; Alice's client never tries that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_only_profile_is_reached_directly() {
+    let dir = tempfile::tempdir().unwrap();
+    let r1 = Relay::start(&dir.path().join("r1"), "127.0.0.1:0");
+    let r2 = Relay::start(&dir.path().join("r2"), "127.0.0.1:0");
+    let alice_store = store(dir.path(), "alice", &r1.address());
+    let bob_store = store_with(dir.path(), "bob", &r2.address(), true);
+    let mut rng = rand::rng();
+    let mut bob = Client::new(&bob_store, profile(&bob_store, "bob"), Clock::default());
+    let invitation = bob.invite(&mut rng, Some("alice".into())).await.unwrap();
+    let mut alice = Client::new(
+        &alice_store,
+        profile(&alice_store, "alice"),
+        Clock::default(),
+    );
+    alice
+        .connect(
+            &mut rng,
+            &invitation,
+            petrel_qr::Provenance::Scanned,
+            Some("bob".into()),
+        )
+        .await
+        .unwrap();
+    bob.sync(&mut rng, Some(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    alice
+        .sync(&mut rng, Some(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let target = alice.contact("bob").unwrap().outbound;
+    assert!(target.direct, "Bob's reply did not ask for direct sends");
+
+    // Alice's messages arrive (sent straight to R2).
+    assert_eq!(
+        alice.send_text(&mut rng, "bob", "direct").await.unwrap(),
+        Sent::Stored
+    );
+    assert_eq!(receive(&mut bob, 1).await, ["direct"]);
+
+    // The same SEND, forwarded through R1 instead, is refused by R2.
+    let mut forwarded = target.clone();
+    forwarded.direct = false;
+    let mut relays = petrel_client::net::Relays::new();
+    let body = petrel_federation::padding::pad(b"via R1", 2048).unwrap();
+    let now = Clock::default().network_now();
+    let refused = relays
+        .send(&mut rng, &r1.address(), &forwarded, true, body, now)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(petrel_federation::ErrorCode::Auth),
+        "{refused}"
+    );
+    relays.close().await;
+    bob.sync(&mut rng, None).await.unwrap();
+    assert!(texts(bob.take_events()).is_empty());
     alice.close().await;
     bob.close().await;
 }
