@@ -13,7 +13,7 @@
 //! Each of those waits has a generous limit after which the fault goes ahead anyway (the
 //! report then says it was not noticed); nothing is asserted on time.
 
-use super::client::Shared;
+use super::live::Shared;
 use super::plan::{Fault, FaultKind};
 use super::proxy::{Activity, PathMode};
 use super::setup::Network;

@@ -8,8 +8,9 @@
 //! on receiving it, SECUREs its queue with that key and ACKs. Every later message is signed.
 //! All of this happens before anything breaks.
 
-use super::client::{Parts, Shared, connect_home};
+use super::client::{Parts, connect_home};
 use super::ledger::{Ledger, Seen};
+use super::live::Shared;
 use super::message::{Kind, Message};
 use super::outbox::{Action, Answer, Outbox};
 use super::plan::Topology;
@@ -322,8 +323,8 @@ pub async fn clients(
     seed: u64,
     shared: &Shared,
 ) -> anyhow::Result<Vec<Parts>> {
-    let halves: Vec<Half> = futures::stream::iter(topology.homes.iter().enumerate())
-        .map(|(index, &home)| create(net, seed, index, home))
+    let halves: Vec<Half> = futures::stream::iter(topology.homes.clone().into_iter().enumerate())
+        .map(|(index, home)| create(net, seed, index, home))
         .buffered(PARALLEL)
         .try_collect()
         .await?;
