@@ -84,7 +84,14 @@ async fn reduced_network_delivers_everything_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "20 relays and 200 clients for a minute and more: run with --release, see the header"]
 async fn full_network_delivers_everything_exactly_once() {
-    let cfg = SimConfig::full();
+    // Another seed, another network and schedule: PETREL_SIM_SEED=…
+    let mut cfg = SimConfig::full();
+    if let Some(seed) = std::env::var("PETREL_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        cfg.seed = seed;
+    }
     let report = simulate(&cfg).await;
     check(&cfg, &report);
 }

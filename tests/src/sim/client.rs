@@ -190,6 +190,8 @@ pub struct Parts {
     pub outbox: Outbox,
     /// Its envelope keys come from here.
     pub rng: ChaCha8Rng,
+    /// What went wrong during setup (it recovered).
+    pub notes: Vec<String>,
 }
 
 impl Client {
@@ -209,7 +211,7 @@ impl Client {
             rng: parts.rng,
             reconnects: 0,
             quota_markers: 0,
-            anomalies: Vec::new(),
+            anomalies: parts.notes,
         }
     }
 

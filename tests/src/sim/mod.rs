@@ -87,6 +87,9 @@ pub struct SimConfig {
     pub drain_timeout: Duration,
     /// Seeds the plan, the clients' keys and their envelope keys.
     pub seed: u64,
+    /// Keep the run's directory (relay data and logs) even when the run passes; it is
+    /// always kept when it fails.
+    pub keep: bool,
 }
 
 impl SimConfig {
@@ -104,6 +107,7 @@ impl SimConfig {
             fault_for: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(300),
             seed: 7,
+            keep: false,
         }
     }
 
@@ -121,6 +125,7 @@ impl SimConfig {
             fault_for: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(180),
             seed: 7,
+            keep: false,
         }
     }
 }
@@ -182,6 +187,7 @@ pub async fn run(
         cfg.rate > 0.0 && cfg.window > 0,
         "rate and window must be positive"
     );
+    anyhow::ensure!(cfg.kills <= cfg.relays, "no relay is killed twice");
     let started = Instant::now();
     let mut rng = plan::rng(cfg.seed);
     let topology = plan::Topology::new(cfg.relays, cfg.clients, &mut rng)?;
@@ -210,7 +216,54 @@ pub async fn run(
     let dir = tempfile::Builder::new()
         .prefix("petrel-sim-")
         .tempdir_in(work_dir)?;
-    let mut net = setup::Network::start(relay_bin, dir.path(), cfg.relays, &paths).await?;
+    let planned = Planned {
+        topology,
+        schedule,
+        rng,
+        started,
+    };
+    match simulate(relay_bin, dir.path(), cfg, planned, &mut progress).await {
+        Ok(mut report) => {
+            if cfg.keep || !report.passed() {
+                report.kept_dir = Some(dir.keep().display().to_string());
+            }
+            progress(&format!("{report}"));
+            Ok(report)
+        }
+        Err(e) => {
+            let kept = dir.keep();
+            Err(e.context(format!(
+                "the simulation failed; its relays' data and logs are kept in {}",
+                kept.display()
+            )))
+        }
+    }
+}
+
+/// What [`run`] drew from the seed before starting anything.
+struct Planned {
+    topology: plan::Topology,
+    schedule: Vec<plan::Fault>,
+    rng: rand_chacha::ChaCha8Rng,
+    started: Instant,
+}
+
+/// Everything after planning, in `dir`.
+async fn simulate(
+    relay_bin: &Path,
+    dir: &Path,
+    cfg: &SimConfig,
+    planned: Planned,
+    progress: &mut impl FnMut(&str),
+) -> anyhow::Result<SimReport> {
+    let Planned {
+        topology,
+        schedule,
+        mut rng,
+        started,
+    } = planned;
+    let paths = topology.paths();
+    let mut net = setup::Network::start(relay_bin, dir, cfg.relays, &paths).await?;
     progress(&format!(
         "sim: {} relays and {} path proxies up after {:.1} s; making contact",
         cfg.relays,
@@ -267,7 +320,7 @@ pub async fn run(
         cfg,
         &phase,
         &mut report,
-        &mut progress,
+        progress,
     )
     .await;
 
@@ -286,10 +339,6 @@ pub async fn run(
     driven?;
     report::tally(&mut report, &topology, clients);
     report.elapsed_secs = started.elapsed().as_secs_f64();
-    if !report.passed() {
-        report.kept_dir = Some(dir.keep().display().to_string());
-    }
-    progress(&format!("{report}"));
     Ok(report)
 }
 

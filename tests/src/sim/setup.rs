@@ -21,8 +21,9 @@ use ed25519_dalek::SigningKey;
 use futures::{StreamExt, TryStreamExt};
 use petrel_federation::client::{Command, RelayFrame, Response};
 use petrel_federation::delivery::DeliveryKey;
+use petrel_federation::peer::SignedRelayInfo;
 use petrel_federation::transport::connection::RelayConnection;
-use petrel_federation::{Endpoint, Host, KeyHash, QueueId, RelayAddress, TransportKind};
+use petrel_federation::{Endpoint, ErrorCode, Host, KeyHash, QueueId, RelayAddress, TransportKind};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet};
@@ -145,6 +146,41 @@ async fn create(net: &Network, seed: u64, index: usize, home: usize) -> anyhow::
     })
 }
 
+/// Attempts at RELAY_INFO before setup gives up.
+const RELAY_INFO_TRIES: u32 = 20;
+
+/// RELAY_INFO for `destination` through the sender's relay, asked again (as a client would)
+/// after a transient refusal. Every relay is up during setup, so each refusal is noted.
+async fn relay_info(
+    sender: &Half,
+    destination: &RelayAddress,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<SignedRelayInfo> {
+    for attempt in 1..=RELAY_INFO_TRIES {
+        let command = Command::RelayInfo {
+            relay: destination.clone(),
+        };
+        match within("RELAY_INFO", sender.conn.request(None, command)).await?? {
+            Response::RelayInfo(info) => return Ok(info),
+            Response::Error(
+                code @ (ErrorCode::Unreachable
+                | ErrorCode::RateLimited
+                | ErrorCode::Busy
+                | ErrorCode::Internal),
+            ) if attempt < RELAY_INFO_TRIES => {
+                notes.push(format!(
+                    "client {} (R{}): RELAY_INFO answered {code:?} during setup, with every \
+                     relay up (try {attempt}); asked again",
+                    sender.index, sender.home
+                ));
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            other => bail!("client {}: RELAY_INFO answered {other:?}", sender.index),
+        }
+    }
+    bail!("client {}: RELAY_INFO kept failing", sender.index)
+}
+
 /// The sender's side of contact: fetch the destination's sealing key through its own
 /// relay, and get the Hello confirmed.
 async fn hello(
@@ -152,14 +188,9 @@ async fn hello(
     outbox_for: impl FnOnce([u8; 32]) -> Outbox,
     destination: &RelayAddress,
     rng: &mut ChaCha8Rng,
+    notes: &mut Vec<String>,
 ) -> anyhow::Result<Outbox> {
-    let info = Command::RelayInfo {
-        relay: destination.clone(),
-    };
-    let info = match within("RELAY_INFO", sender.conn.request(None, info)).await?? {
-        Response::RelayInfo(info) => info,
-        other => bail!("client {}: RELAY_INFO answered {other:?}", sender.index),
-    };
+    let info = relay_info(sender, destination, notes).await?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
@@ -253,14 +284,21 @@ async fn welcome(recipient: &mut Half, stream: u32) -> anyhow::Result<Ledger> {
 }
 
 /// Contact in one direction: `sender`'s outbox (the Hello confirmed), `recipient`'s ledger
-/// (the Hello booked) and the sender's envelope randomness.
+/// (the Hello booked), the sender's envelope randomness and what went wrong on the way.
+struct Contact {
+    outbox: Outbox,
+    ledger: Ledger,
+    rng: ChaCha8Rng,
+    notes: Vec<String>,
+}
+
 async fn contact(
     net: &Network,
     topology: &Topology,
     seed: u64,
     sender: &Half,
     recipient: &mut Half,
-) -> anyhow::Result<(Outbox, Ledger, ChaCha8Rng)> {
+) -> anyhow::Result<Contact> {
     let stream = topology
         .outbound(sender.index)
         .context("a client without a stream")? as u32;
@@ -270,19 +308,18 @@ async fn contact(
     let dest = destination.clone();
     let mut rng = ChaCha8Rng::from_seed(key_seed(seed, sender.index, "envelopes"));
     let make = |sealing| Outbox::new(stream, key, sender_id, dest, sealing);
-    let outbox = hello(sender, make, &destination, &mut rng).await?;
+    let mut notes = Vec::new();
+    let outbox = hello(sender, make, &destination, &mut rng, &mut notes).await?;
     let ledger = welcome(recipient, stream).await?;
-    Ok((outbox, ledger, rng))
+    Ok(Contact {
+        outbox,
+        ledger,
+        rng,
+        notes,
+    })
 }
 
-fn parts(
-    net: &Network,
-    half: Half,
-    contact_home: usize,
-    outbox: Outbox,
-    ledger: Ledger,
-    rng: ChaCha8Rng,
-) -> Parts {
+fn parts(net: &Network, half: Half, contact_home: usize, own: Contact, inbound: Ledger) -> Parts {
     Parts {
         index: half.index,
         home: half.home,
@@ -292,9 +329,10 @@ fn parts(
         recipient_key: half.recipient_key,
         recipient_id: half.recipient_id,
         delivery: half.delivery,
-        ledger,
-        outbox,
-        rng,
+        ledger: inbound,
+        outbox: own.outbox,
+        rng: own.rng,
+        notes: own.notes,
     }
 }
 
@@ -306,12 +344,15 @@ async fn pair(
     mut a: Half,
     mut b: Half,
 ) -> anyhow::Result<[Parts; 2]> {
-    let (a_outbox, b_ledger, a_rng) = contact(net, topology, seed, &a, &mut b).await?;
-    let (b_outbox, a_ledger, b_rng) = contact(net, topology, seed, &b, &mut a).await?;
+    let mut a_to_b = contact(net, topology, seed, &a, &mut b).await?;
+    let mut b_to_a = contact(net, topology, seed, &b, &mut a).await?;
+    // Each side's own outbox, and the ledger of what its contact sends it.
+    let b_ledger = std::mem::replace(&mut a_to_b.ledger, Ledger::new(u32::MAX));
+    let a_ledger = std::mem::replace(&mut b_to_a.ledger, Ledger::new(u32::MAX));
     let (a_home, b_home) = (a.home, b.home);
     Ok([
-        parts(net, a, b_home, a_outbox, a_ledger, a_rng),
-        parts(net, b, a_home, b_outbox, b_ledger, b_rng),
+        parts(net, a, b_home, a_to_b, a_ledger),
+        parts(net, b, a_home, b_to_a, b_ledger),
     ])
 }
 
