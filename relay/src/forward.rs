@@ -47,6 +47,10 @@ pub const RESULT_TTL_SECS: u64 = 24 * 3600;
 pub struct Forwarder {
     node: Arc<Node>,
     peers: Mutex<HashMap<RelayKey, Arc<PeerConnection>>>,
+    /// One dial at a time per destination: a burst of forwards to a destination with no
+    /// live session waits for one connection attempt and then shares that session, so
+    /// they reach the destination in order on one stream.
+    dialing: Mutex<HashMap<RelayKey, Arc<Mutex<()>>>>,
     outbox_changed: Notify,
     results: watch::Sender<u64>,
     outbox_counts: std::sync::Mutex<(usize, HashMap<RelayKey, usize>)>,
@@ -94,6 +98,7 @@ impl Forwarder {
         Self {
             node,
             peers: Mutex::new(HashMap::new()),
+            dialing: Mutex::new(HashMap::new()),
             outbox_changed: Notify::new(),
             results: watch::channel(0).0,
             outbox_counts: std::sync::Mutex::new(counts),
@@ -131,9 +136,48 @@ impl Forwarder {
                 return Ok(p.clone());
             }
         }
-        // Dial without holding the lock, so one slow destination does not stall forwards
-        // to every other one. Two concurrent dials to one destination may race; the later
-        // session replaces the earlier and both work.
+        // Dial without holding the map's lock, so one slow destination does not stall
+        // forwards to every other one; forwards to this destination queue (FIFO) behind
+        // one dial and then find its session.
+        let gate = self
+            .dialing
+            .lock()
+            .await
+            .entry(*dest.key())
+            .or_default()
+            .clone();
+        let result = {
+            let _dialing = gate.lock().await;
+            self.dial(dest, timeout).await
+        };
+        // Forget the gate when no other forward waits on it, so destinations named once do
+        // not stay in the map.
+        let mut dialing = self.dialing.lock().await;
+        if Arc::strong_count(&gate) == 2
+            && dialing
+                .get(dest.key())
+                .is_some_and(|g| Arc::ptr_eq(g, &gate))
+        {
+            dialing.remove(dest.key());
+        }
+        result
+    }
+
+    /// Opens a peer session to `dest` unless one is already live; the caller holds the
+    /// destination's dial gate.
+    async fn dial(
+        &self,
+        dest: &RelayAddress,
+        timeout: Duration,
+    ) -> Result<Arc<PeerConnection>, ErrorCode> {
+        {
+            let peers = self.peers.lock().await;
+            if let Some(p) = peers.get(dest.key())
+                && p.is_alive()
+            {
+                return Ok(p.clone());
+            }
+        }
         let conn = tokio::time::timeout(timeout, PeerConnection::open(&self.node, dest))
             .await
             .map_err(|_| ErrorCode::Unreachable)?

@@ -231,28 +231,28 @@ fn build_config(args: RunArgs) -> anyhow::Result<Config> {
     })
 }
 
-async fn shutdown_signal() {
+/// The shutdown signal (SIGTERM or SIGINT), registered at once — before the relay prints
+/// its address — so that a signal sent right after the address line drains the relay
+/// instead of killing it. Call inside the runtime.
+fn shutdown_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let term = signal(SignalKind::terminate());
-        let int = signal(SignalKind::interrupt());
-        match (term, int) {
-            (Ok(mut term), Ok(mut int)) => {
+        if let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            return Box::pin(async move {
                 tokio::select! {
                     _ = term.recv() => {}
                     _ = int.recv() => {}
                 }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            });
         }
     }
-    #[cfg(not(unix))]
-    {
+    Box::pin(async {
         let _ = tokio::signal::ctrl_c().await;
-    }
+    })
 }
 
 fn print_address(data_dir: &std::path::Path) -> anyhow::Result<()> {
@@ -311,13 +311,16 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let store_writer =
-        runtime.block_on(petrel_relay::run(config, shutdown_signal(), |address| {
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "relay address: {address}");
-            let _ = out.flush();
-        }))?;
+    let shutdown = {
+        let _enter = runtime.enter();
+        shutdown_signal()
+    };
+    let store_writer = runtime.block_on(petrel_relay::run(config, shutdown, |address| {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "relay address: {address}");
+        let _ = out.flush();
+    }))?;
     // Dropping the runtime drops every task and with them every handle on the store; the
     // writer then makes its last commit and closes the file, and only then do we exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));

@@ -375,3 +375,73 @@ async fn outbox_bounds_and_peer_lists() {
         Response::Error(ErrorCode::OutboxFull)
     );
 }
+
+/// A pipelined burst of forwards to a destination the relay has no session with yet (first
+/// use, and again after the destination restarts) shares one dial and arrives in order.
+#[tokio::test]
+async fn burst_of_forwards_shares_one_dial_and_keeps_order() {
+    const BURST: usize = 24;
+    let tmp = tempfile::tempdir().unwrap();
+    let r1 = RelayProcess::start(&tmp.path().join("r1"), FAST_RETRY);
+    let r2_dir = tmp.path().join("r2");
+    let r2 = RelayProcess::start(&r2_dir, FAST_RETRY);
+    let r2_addr = r2.address.clone();
+    let r2_port = r2_addr.endpoints()[0].port.to_string();
+    let owner_conn = RelayConnection::connect(&r2_addr).await.unwrap();
+    let q = Owner::create(&owner_conn, 41, false).await;
+    let alice = RelayConnection::connect(&r1.address).await.unwrap();
+    let sealing = sealing_key(&alice, &r2_addr).await;
+
+    let mut r2 = Some(r2);
+    for round in 0..2 {
+        if round == 1 {
+            // The destination restarts: R1's session to it is dead.
+            r2.take().unwrap().kill();
+            r2 = Some(RelayProcess::start(
+                &r2_dir,
+                &[FAST_RETRY, &["--listen", &format!("127.0.0.1:{r2_port}")]].concat(),
+            ));
+        }
+        let mut sent = Vec::new();
+        let mut requests = Vec::new();
+        for i in 0..BURST {
+            let text = format!("round {round} message {i}").into_bytes();
+            let (env, opener) = seal_send(&sealing, q.created.sender_id, &text, None);
+            sent.push(text);
+            let (alice, dest) = (&alice, &r2_addr);
+            requests.push(async move { (forward(alice, dest, env).await, opener) });
+        }
+        // All requests are written before any answer is read.
+        for (response, opener) in futures::future::join_all(requests).await {
+            assert_eq!(open(&opener, response), Response::Ok, "round {round}");
+        }
+        let owner = RelayConnection::connect(&r2_addr).await.unwrap();
+        let get = Command::Get {
+            recipient_id: q.created.recipient_id,
+        };
+        for (i, text) in sent.iter().enumerate() {
+            let d = match owner.request(Some(&q.key), get.clone()).await.unwrap() {
+                Response::Message(d) => d,
+                other => panic!("round {round} message {i}: {other:?}"),
+            };
+            assert_eq!(
+                q.open(&d).body,
+                body(text),
+                "round {round}: message {i} out of order"
+            );
+            let ack = Command::Ack {
+                recipient_id: q.created.recipient_id,
+                msg_id: d.msg_id,
+            };
+            assert_eq!(
+                owner.request(Some(&q.key), ack).await.unwrap(),
+                Response::Ok
+            );
+        }
+        assert_eq!(
+            owner.request(Some(&q.key), get).await.unwrap(),
+            Response::Empty,
+            "round {round}: nothing more than the burst"
+        );
+    }
+}

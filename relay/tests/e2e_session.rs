@@ -462,3 +462,17 @@ async fn unsigned_ack_only_on_a_session_that_proved_the_queue() {
         err(ErrorCode::Auth)
     );
 }
+
+/// SIGTERM sent the moment the address line appears drains and exits cleanly: the signal
+/// handler is in place before the relay announces itself. (The window this guards was a
+/// few microseconds wide, so the test shows the behaviour rather than reliably catching
+/// its loss.)
+#[test]
+fn sigterm_right_after_the_address_line_exits_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    for round in 0..5 {
+        let relay = RelayProcess::start(&tmp.path().join("data"), &[]);
+        let status = relay.terminate();
+        assert!(status.success(), "round {round}: {status:?}");
+    }
+}

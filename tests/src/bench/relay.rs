@@ -37,9 +37,6 @@ peer_forward_burst = 100000000
 
 /// How long a relay may take to print its address.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long after its address line a relay is left before SIGTERM (see
-/// [`RelayProcess::stop`]).
-const SIGNAL_GRACE: Duration = Duration::from_millis(300);
 /// How long a relay may take to drain and exit after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -235,16 +232,9 @@ impl RelayProcess {
         super::proc::cpu_seconds(Some(self.pid))
     }
 
-    /// SIGTERM, then waits for a clean exit (SIGKILL after a timeout).
-    ///
-    /// The relay prints its address before its main task first polls the shutdown future,
-    /// which is where it installs its SIGTERM handler; a SIGTERM in between takes the
-    /// default action and kills it. On a loaded machine that window has been hit when a
-    /// scenario stopped a relay right after starting it, so a relay is given
-    /// [`SIGNAL_GRACE`] after its address line before it is signalled.
+    /// SIGTERM, then waits for a clean exit (SIGKILL after a timeout). The relay installs
+    /// its signal handlers before it prints its address, so this is safe at any time.
     pub async fn stop(mut self) -> anyhow::Result<()> {
-        let ready_at = self.spawned_at + self.spawn_to_address + SIGNAL_GRACE;
-        tokio::time::sleep_until(ready_at.into()).await;
         let status = tokio::process::Command::new("kill")
             .args(["-TERM", &self.pid.to_string()])
             .status()
