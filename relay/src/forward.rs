@@ -123,18 +123,19 @@ impl Forwarder {
         Ok(())
     }
 
+    /// The live peer session to `dest`, if there is one.
+    async fn live_peer(&self, dest: &RelayAddress) -> Option<Arc<PeerConnection>> {
+        let peers = self.peers.lock().await;
+        peers.get(dest.key()).filter(|p| p.is_alive()).cloned()
+    }
+
     async fn peer(
         &self,
         dest: &RelayAddress,
         timeout: Duration,
     ) -> Result<Arc<PeerConnection>, ErrorCode> {
-        {
-            let peers = self.peers.lock().await;
-            if let Some(p) = peers.get(dest.key())
-                && p.is_alive()
-            {
-                return Ok(p.clone());
-            }
+        if let Some(p) = self.live_peer(dest).await {
+            return Ok(p);
         }
         // Dial without holding the map's lock, so one slow destination does not stall
         // forwards to every other one; forwards to this destination queue (FIFO) behind
@@ -170,13 +171,8 @@ impl Forwarder {
         dest: &RelayAddress,
         timeout: Duration,
     ) -> Result<Arc<PeerConnection>, ErrorCode> {
-        {
-            let peers = self.peers.lock().await;
-            if let Some(p) = peers.get(dest.key())
-                && p.is_alive()
-            {
-                return Ok(p.clone());
-            }
+        if let Some(p) = self.live_peer(dest).await {
+            return Ok(p);
         }
         let conn = tokio::time::timeout(timeout, PeerConnection::open(&self.node, dest))
             .await
