@@ -43,6 +43,44 @@ pub enum ForwardingMode {
 /// How long a finished forward's result is kept for FORWARD_STATUS.
 pub const RESULT_TTL_SECS: u64 = 24 * 3600;
 
+/// The dial gate of each destination being dialed (a plain mutex: never held across an
+/// await).
+type DialGates = std::sync::Mutex<HashMap<RelayKey, Arc<Mutex<()>>>>;
+
+/// A forward's place at its destination's dial gate. Dropping it — when the forward is
+/// done, or cancelled by its timeout — forgets the gate once nobody else holds it, so
+/// destinations named once do not stay in the map.
+struct DialTicket<'a> {
+    gates: &'a DialGates,
+    key: RelayKey,
+    gate: Arc<Mutex<()>>,
+}
+
+impl<'a> DialTicket<'a> {
+    fn take(gates: &'a DialGates, key: RelayKey) -> Self {
+        let gate = gates
+            .lock()
+            .map(|mut map| map.entry(key).or_default().clone())
+            // A poisoned map (a panic elsewhere) leaves this forward with a gate of its
+            // own: it dials alone rather than not at all.
+            .unwrap_or_default();
+        DialTicket { gates, key, gate }
+    }
+}
+
+impl Drop for DialTicket<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.gates.lock()
+            && Arc::strong_count(&self.gate) == 2
+            && map
+                .get(&self.key)
+                .is_some_and(|g| Arc::ptr_eq(g, &self.gate))
+        {
+            map.remove(&self.key);
+        }
+    }
+}
+
 /// The forwarding side's state.
 pub struct Forwarder {
     node: Arc<Node>,
@@ -50,7 +88,7 @@ pub struct Forwarder {
     /// One dial at a time per destination: a burst of forwards to a destination with no
     /// live session waits for one connection attempt and then shares that session, so
     /// they reach the destination in order on one stream.
-    dialing: Mutex<HashMap<RelayKey, Arc<Mutex<()>>>>,
+    dialing: DialGates,
     outbox_changed: Notify,
     results: watch::Sender<u64>,
     outbox_counts: std::sync::Mutex<(usize, HashMap<RelayKey, usize>)>,
@@ -98,7 +136,7 @@ impl Forwarder {
         Self {
             node,
             peers: Mutex::new(HashMap::new()),
-            dialing: Mutex::new(HashMap::new()),
+            dialing: DialGates::default(),
             outbox_changed: Notify::new(),
             results: watch::channel(0).0,
             outbox_counts: std::sync::Mutex::new(counts),
@@ -129,6 +167,9 @@ impl Forwarder {
         peers.get(dest.key()).filter(|p| p.is_alive()).cloned()
     }
 
+    /// A peer session to `dest`: the live one, or a new one. `timeout` bounds the whole
+    /// wait, the turn at the destination's dial gate included, so a burst of forwards to a
+    /// destination that swallows dials is answered after one timeout, not one per forward.
     async fn peer(
         &self,
         dest: &RelayAddress,
@@ -137,46 +178,23 @@ impl Forwarder {
         if let Some(p) = self.live_peer(dest).await {
             return Ok(p);
         }
-        // Dial without holding the map's lock, so one slow destination does not stall
-        // forwards to every other one; forwards to this destination queue (FIFO) behind
-        // one dial and then find its session.
-        let gate = self
-            .dialing
-            .lock()
+        tokio::time::timeout(timeout, self.dial_in_turn(dest))
             .await
-            .entry(*dest.key())
-            .or_default()
-            .clone();
-        let result = {
-            let _dialing = gate.lock().await;
-            self.dial(dest, timeout).await
-        };
-        // Forget the gate when no other forward waits on it, so destinations named once do
-        // not stay in the map.
-        let mut dialing = self.dialing.lock().await;
-        if Arc::strong_count(&gate) == 2
-            && dialing
-                .get(dest.key())
-                .is_some_and(|g| Arc::ptr_eq(g, &gate))
-        {
-            dialing.remove(dest.key());
-        }
-        result
+            .map_err(|_| ErrorCode::Unreachable)?
     }
 
-    /// Opens a peer session to `dest` unless one is already live; the caller holds the
-    /// destination's dial gate.
-    async fn dial(
-        &self,
-        dest: &RelayAddress,
-        timeout: Duration,
-    ) -> Result<Arc<PeerConnection>, ErrorCode> {
+    /// Waits for the destination's dial gate (forwards queue behind one dial, first come
+    /// first served, and then share its session), then dials unless a session is live by
+    /// then. The map is not locked across a dial, so one slow destination does not stall
+    /// forwards to the others.
+    async fn dial_in_turn(&self, dest: &RelayAddress) -> Result<Arc<PeerConnection>, ErrorCode> {
+        let ticket = DialTicket::take(&self.dialing, *dest.key());
+        let _turn = ticket.gate.lock().await;
         if let Some(p) = self.live_peer(dest).await {
             return Ok(p);
         }
-        let conn = tokio::time::timeout(timeout, PeerConnection::open(&self.node, dest))
+        let conn = PeerConnection::open(&self.node, dest)
             .await
-            .map_err(|_| ErrorCode::Unreachable)?
             .map_err(|e| match e {
                 petrel_federation::transport::connection::ConnectionError::Dial(
                     petrel_federation::transport::DialFailed::WrongKey { .. },

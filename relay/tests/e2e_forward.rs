@@ -445,3 +445,56 @@ async fn burst_of_forwards_shares_one_dial_and_keeps_order() {
         );
     }
 }
+
+/// A burst of forwards to a destination that accepts connections but never answers is
+/// answered (ACCEPTED into the outbox) after about one forward timeout: forwards waiting
+/// for the destination's dial gate count that wait against their timeout instead of each
+/// dialing in turn.
+#[tokio::test]
+async fn burst_to_a_silent_destination_is_answered_after_one_timeout() {
+    const BURST: usize = 10;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("fast.toml");
+    std::fs::write(&config, "[limits]\nforward_timeout_secs = 1\n").unwrap();
+    let r1 = RelayProcess::start(
+        &tmp.path().join("r1"),
+        &["--forward-to-private", "--config", config.to_str().unwrap()],
+    );
+    let other = RelayProcess::start(&tmp.path().join("other"), &[]);
+    let alice = RelayConnection::connect(&r1.address).await.unwrap();
+    // R1 never talks to `other`: only its key is used, at an address that never answers.
+    // What the envelopes are sealed to does not matter, as they never arrive.
+    let sealing =
+        x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from([5; 32])).to_bytes();
+
+    // The kernel completes TCP handshakes into the backlog; nothing ever reads or answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let endpoint = petrel_federation::Endpoint {
+        transport: petrel_federation::TransportKind::Tcp,
+        host: petrel_federation::Host::Ipv4([127, 0, 0, 1]),
+        port,
+    };
+    let dest = RelayAddress::new(*other.address.key(), vec![endpoint]).unwrap();
+
+    let start = std::time::Instant::now();
+    let mut requests = Vec::new();
+    for i in 0..BURST {
+        let (env, _) = seal_send(&sealing, QueueId([7; 16]), format!("{i}").as_bytes(), None);
+        let (alice, dest) = (&alice, &dest);
+        requests.push(async move { forward(alice, dest, env).await });
+    }
+    for response in futures::future::join_all(requests).await {
+        assert!(
+            matches!(response, Response::Accepted { .. }),
+            "expected ACCEPTED, got {response:?}"
+        );
+    }
+    // Dialing in turn would take at least BURST × 1 s; a generous bound, far from both.
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed < std::time::Duration::from_secs(BURST as u64 / 2),
+        "the burst took {elapsed:?}: forwards waited for the dial gate one timeout each"
+    );
+    drop(silent);
+}
