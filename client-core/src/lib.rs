@@ -18,8 +18,10 @@
 
 pub mod client;
 pub mod contact;
+pub mod engine;
 pub mod net;
 pub mod payload;
 pub mod profile;
 pub mod ratchet;
+pub mod serve;
 pub mod store;

@@ -474,7 +474,7 @@ impl Relays {
 
 /// Test hook: with `PETREL_DANGEROUS_CAPTURE_DIR` set, every FORWARD command this client
 /// sends is also written there (postcard) so that an end-to-end test can replay it.
-fn capture(command: &Command) {
+pub(crate) fn capture(command: &Command) {
     let Some(dir) = std::env::var_os("PETREL_DANGEROUS_CAPTURE_DIR") else {
         return;
     };
