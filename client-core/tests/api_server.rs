@@ -238,6 +238,12 @@ async fn wrong_token_is_401_1002() {
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
+    match client.subscribe().await {
+        Err(ApiError::Refused { status, code, .. }) => {
+            assert_eq!((status, code), (401, errors::WRONG_TOKEN));
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
     run.stop().await;
 }
 
@@ -406,6 +412,31 @@ async fn oversized_post_is_413_1005() {
     let small = json!({"jsonrpc":"2.0","id":1,"method":"test.echo","params":["x".repeat(900)]});
     let (status, _) = post(&run, small.to_string()).await;
     assert_eq!(status, 200);
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_chunked_post_is_413_1005() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // No Content-Length: the limit is found while reading the body.
+    let run = start(config(1024), 16).await;
+    let mut stream = TcpStream::connect(run.addr).await.unwrap();
+    let chunk = "x".repeat(2000);
+    let request = format!(
+        "POST /api/v1/rpc HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+        run.addr,
+        run.token,
+        chunk.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8(response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    let body = &response[response.find("\r\n\r\n").unwrap() + 4..];
+    let body: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(refusal_code(&body), errors::TOO_LARGE);
     run.stop().await;
 }
 
