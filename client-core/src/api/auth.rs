@@ -1,6 +1,6 @@
 //! Who may use the API: the token, and the `Host` and `Origin` rules.
 //!
-//! Every request but `GET /api/v1/health` passes [`Gate::check`] before anything else is
+//! Every request but `GET /api/v1/health` passes the gate before anything else is
 //! read, in this order:
 //!
 //! 1. `Host` must name this server (`127.0.0.1:PORT`, `localhost:PORT`, `[::1]:PORT`, any
