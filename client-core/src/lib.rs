@@ -10,12 +10,15 @@
 //!   the ratchet carries, [`net`] the relay sessions.
 //! * [`store`] — the encrypted redb store: Argon2id-wrapped data key, every record sealed
 //!   with XChaCha20-Poly1305 under a keyed-hash index.
+//! * [`api`] — the transport of the local API of `petrel serve` (`specs/api.md`):
+//!   JSON-RPC 2.0 over HTTP and WebSocket on loopback with a token, and its client.
 //!
 //! Randomness and time are passed in, so that every test replays exactly; only [`net`]
-//! and [`client`] do I/O (relay sessions over libp2p).
+//! and [`client`] do I/O (relay sessions over libp2p), and [`api`] (its own sockets).
 
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod client;
 pub mod contact;
 pub mod engine;
