@@ -78,7 +78,7 @@ enum Pending {
         msg_id: petrel_federation::MsgId,
         signed: bool,
     },
-    Queue(queues::Step),
+    Queue(Box<queues::Step>),
     Confirmation(Box<pairing::Accepting>),
     DeleteRetired {
         contact: [u8; 16],
@@ -609,7 +609,7 @@ impl Engine {
                 msg_id,
                 signed,
             } => self.ack_answered(recipient_id, msg_id, signed, response),
-            Pending::Queue(step) => self.queue_step(relay, step, response, rng),
+            Pending::Queue(step) => self.queue_step(relay, *step, response, rng),
             Pending::Confirmation(accepting) => {
                 self.confirmation_step(relay, *accepting, response, rng)
             }
@@ -645,7 +645,7 @@ impl Engine {
             | Pending::DeleteAbandoned
             | Pending::DeleteRetired { .. }
             | Pending::DeleteInvitation { .. } => {}
-            Pending::Queue(step) => self.queue_failed(relay, step, &reason),
+            Pending::Queue(step) => self.queue_failed(relay, *step, &reason),
             Pending::Confirmation(_) => {} // Redelivered with the next subscription.
             Pending::RelayInfo { destination } => {
                 self.outbox_state.info_wanted.remove(&destination);

@@ -96,7 +96,12 @@ impl Engine {
             recipient_dh,
             purpose,
         };
-        if self.transmit(&key, Some(recipient_key), command, Pending::Queue(step)) {
+        if self.transmit(
+            &key,
+            Some(recipient_key),
+            command,
+            Pending::Queue(Box::new(step)),
+        ) {
             Ok(())
         } else {
             Err(Error::RelayUnreachable {
@@ -159,7 +164,7 @@ impl Engine {
                     &relay_key(&next),
                     Some(signer),
                     command,
-                    Pending::Queue(next),
+                    Pending::Queue(Box::new(next)),
                 ) {
                     // Only reachable if the session vanished between two inputs; the
                     // continuation is gone with it.
@@ -195,7 +200,7 @@ impl Engine {
                         &relay_key(&next),
                         Some(signer),
                         command,
-                        Pending::Queue(next),
+                        Pending::Queue(Box::new(next)),
                     );
                 } else {
                     self.queue_ready(queue, sender, purpose, rng);

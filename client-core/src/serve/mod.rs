@@ -1,5 +1,81 @@
 //! `petrel serve`: one long-running process per home. Every profile's engine runs on its
-//! own driver (`driver`), always connected and subscribed; the local API (`crate::api`)
-//! lets the CLI, bots and the app use the profiles at the same time (`handler`).
+//! own driver (`driver`), always connected and subscribed, pushing messages the moment
+//! they arrive; the local API (`crate::api`, `specs/api.md`) lets the CLI, bots and apps
+//! use the profiles at the same time (`handler`). SIGTERM or SIGINT: every driver
+//! finishes the store write in progress and closes its sessions, the API closes, exit 0.
 
 pub mod driver;
+pub mod handler;
+
+use crate::api::{ApiConfig, ApiServer, Notification};
+use crate::profile::Profiles;
+use crate::store::Store;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+/// How many notifications a slow API subscriber may fall behind before it is told it
+/// missed some (`event.lagged`).
+pub const NOTIFICATION_BUFFER: usize = 4096;
+
+/// Runs `petrel serve` until `shutdown` resolves. `ready` gets the API's address and
+/// token file once it listens.
+pub async fn run(
+    home: &Path,
+    store: Store,
+    config: ApiConfig,
+    app_skew_secs: u64,
+    ready: impl FnOnce(std::net::SocketAddr, &Path),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let store = Arc::new(store);
+    let (profiles, current) = {
+        let p = Profiles::new(&store);
+        (p.list()?, p.current_name()?)
+    };
+    let (events, _) = broadcast::channel(NOTIFICATION_BUFFER);
+    let (notifications, _) = broadcast::channel::<Notification>(NOTIFICATION_BUFFER);
+    let mut handles = BTreeMap::new();
+    for profile in profiles {
+        let name = profile.name.clone();
+        let handle = driver::spawn(store.clone(), profile, app_skew_secs, events.clone())?;
+        handles.insert(name, handle);
+    }
+    // Engine events become API notifications.
+    let mut rx = events.subscribe();
+    let tx = notifications.clone();
+    tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(event) => {
+                    let _ = tx.send(handler::notification(&event));
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
+    let server = ApiServer::bind(config, home, &mut rand::rng())?;
+    ready(server.local_addr(), server.token_file());
+    let methods = Arc::new(handler::Methods::new(
+        store.clone(),
+        handles.clone(),
+        current,
+    ));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let api = tokio::spawn(server.serve(
+        Arc::new(handler::ApiHandler(methods)),
+        notifications,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    shutdown.await;
+    for handle in handles.values() {
+        handle.stop().await;
+    }
+    let _ = stop_tx.send(());
+    api.await??;
+    Ok(())
+}
