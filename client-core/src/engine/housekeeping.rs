@@ -143,18 +143,24 @@ impl Engine {
             if self.deleting(&queue.recipient_id) {
                 continue;
             }
-            let command = Command::Delete {
+            let pending = Pending::DeleteInvitation {
                 recipient_id: queue.recipient_id,
             };
-            self.transmit(
-                queue.relay.key(),
-                Some(queue.recipient_key.clone()),
-                command,
-                Pending::DeleteInvitation {
-                    recipient_id: queue.recipient_id,
-                },
-            );
+            self.delete_queue(&queue, pending);
         }
+    }
+
+    /// DELETEs one of this profile's queues (signed by its recipient key).
+    pub(super) fn delete_queue(&mut self, queue: &OwnQueue, pending: Pending) {
+        let command = Command::Delete {
+            recipient_id: queue.recipient_id,
+        };
+        self.transmit(
+            queue.relay.key(),
+            Some(queue.recipient_key.clone()),
+            command,
+            pending,
+        );
     }
 
     fn deleting(&self, recipient_id: &QueueId) -> bool {
@@ -178,18 +184,11 @@ impl Engine {
             if self.deleting(&queue.recipient_id) {
                 continue;
             }
-            let command = Command::Delete {
+            let pending = Pending::DeleteRetired {
+                contact,
                 recipient_id: queue.recipient_id,
             };
-            self.transmit(
-                queue.relay.key(),
-                Some(queue.recipient_key.clone()),
-                command,
-                Pending::DeleteRetired {
-                    contact,
-                    recipient_id: queue.recipient_id,
-                },
-            );
+            self.delete_queue(&queue, pending);
         }
     }
 

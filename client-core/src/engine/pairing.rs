@@ -35,7 +35,6 @@ pub(super) struct Accepting {
     recipient_id: QueueId,
     msg_id: MsgId,
     session: Session,
-    sender_key: [u8; 32],
     reply: QueueRef,
     card: ProfileCard,
 }
@@ -280,15 +279,7 @@ impl Engine {
         }
         self.persist(batch);
         for queue in &contact.inbound {
-            let command = Command::Delete {
-                recipient_id: queue.recipient_id,
-            };
-            self.transmit(
-                queue.relay.key(),
-                Some(queue.recipient_key.clone()),
-                command,
-                Pending::DeleteAbandoned,
-            );
+            self.delete_queue(queue, Pending::DeleteAbandoned);
         }
     }
 
@@ -372,7 +363,6 @@ impl Engine {
             recipient_id,
             msg_id,
             session,
-            sender_key,
             reply,
             card,
         };
@@ -467,7 +457,6 @@ impl Engine {
             gaps: 0,
             created_at: self.app_secs(),
         };
-        let _ = accepting.sender_key;
         let mut batch = Batch::new();
         let card = self.card();
         self.queue_payload(
