@@ -6,6 +6,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use petrel_client::api::{ApiClient, ApiConfig};
 use petrel_client::client::{Client, Clock, Connected, Event, Sent};
 use petrel_client::contact::{ContactState, Direction};
 use petrel_client::profile::{Profile, Profiles};
@@ -119,9 +120,29 @@ enum Command {
         #[arg(long, value_name = "SECS")]
         wait: Option<u64>,
     },
-    /// Stay connected and print messages as they arrive (Ctrl-C to stop). The home is
-    /// locked while it runs: use `chat` to send at the same time.
+    /// Stay connected and print messages as they arrive (Ctrl-C to stop). With `petrel
+    /// serve` running, it follows the server's events; otherwise it locks the home while
+    /// it runs (use `chat` to send at the same time).
     Listen,
+    /// Run the client engine for this home: every profile stays connected to its relays,
+    /// messages arrive the moment they are sent, the outbox drains as soon as a relay
+    /// answers, queues rotate on schedule, and a local JSON-RPC API (specs/api.md) lets
+    /// other programs use the profiles. While it runs, the other `petrel` commands go
+    /// through it. SIGTERM or Ctrl-C stops it cleanly.
+    #[command(after_help = "Examples:\n  \
+        petrel serve                           # API on a free loopback port\n  \
+        petrel serve --listen 127.0.0.1:7070\n\n\
+        It prints the API's URL and the path of the bearer token file (mode 0600), and\n\
+        writes both to HOME/serve.json for other programs to find.")]
+    Serve {
+        /// Where the API listens; a non-loopback address also needs `--allow-remote`.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// Accept a non-loopback `--listen` address (anyone who can reach it still needs
+        /// the token).
+        #[arg(long)]
+        allow_remote: bool,
+    },
     /// Talk with one contact: lines you type are sent, messages arriving are printed.
     Chat {
         /// The contact.
@@ -322,6 +343,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let home = home(cli.home)?;
+    if let Command::Serve {
+        listen,
+        allow_remote,
+    } = cli.command
+    {
+        return serve(&home, listen, allow_remote);
+    }
     let store = open_store(&home)?;
     let profiles = Profiles::new(&store);
     let mut rng = rand::rng();
@@ -378,6 +406,72 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `petrel serve`: refuses to start next to a live server of the same home (the store's
+/// lock would refuse too, with a less helpful message).
+fn serve(
+    home: &std::path::Path,
+    listen: std::net::SocketAddr,
+    allow_remote: bool,
+) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        if let Some(api) = ApiClient::discover(home).await? {
+            anyhow::bail!(
+                "petrel serve already runs for {} (API at http://{}/api/v1); stop it first",
+                home.display(),
+                api.addr()
+            );
+        }
+        let store = open_store(home)?;
+        let config = ApiConfig {
+            listen,
+            allow_remote,
+            ..ApiConfig::default()
+        };
+        let shutdown = shutdown_signal();
+        petrel_client::serve::run(
+            home,
+            store,
+            config,
+            clock().skip_secs,
+            |addr, token| {
+                println!(
+                    "petrel serve: API at http://{addr}/api/v1, token in {}",
+                    token.display()
+                );
+                eprintln!("serving {} (Ctrl-C to stop)", home.display());
+            },
+            shutdown,
+        )
+        .await?;
+        eprintln!("petrel serve stopped");
+        Ok(())
+    })
+}
+
+/// SIGTERM or SIGINT, registered before the API's address is printed so that a signal
+/// sent right after it stops the server cleanly.
+fn shutdown_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            return Box::pin(async move {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            });
+        }
+    }
+    Box::pin(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 fn profile_command(
@@ -702,7 +796,7 @@ async fn client_command<R: rand_core::CryptoRng + ?Sized>(
                 }
             }
         }
-        Command::Profile(_) | Command::Relay(_) => {}
+        Command::Profile(_) | Command::Relay(_) | Command::Serve { .. } => {}
     }
     Ok(())
 }
