@@ -4,6 +4,8 @@
 //! relays, messages, receipts, queue rotation and re-keying. The store lives in `--home`
 //! (default `~/.petrel`), unlocked with `PETREL_PASSPHRASE` or a prompt.
 
+mod cli;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use petrel_client::api::{ApiClient, ApiConfig};
@@ -349,6 +351,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     } = cli.command
     {
         return serve(&home, listen, allow_remote);
+    }
+    if home.join(petrel_client::api::SERVE_FILE).exists() {
+        let rt = runtime()?;
+        if let Some(api) = rt.block_on(ApiClient::discover(&home))? {
+            return rt.block_on(cli::remote::run(api, cli.profile, cli.command));
+        }
     }
     let store = open_store(&home)?;
     let profiles = Profiles::new(&store);

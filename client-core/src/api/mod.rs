@@ -22,7 +22,7 @@ pub mod server;
 
 pub use client::{ApiClient, Subscription};
 pub use rpc::{Handler, MAX_BATCH, Notification, RpcError};
-pub use server::{ApiConfig, ApiServer, DEFAULT_MAX_REQUEST_BYTES};
+pub use server::{ApiConfig, ApiServer, DEFAULT_MAX_REQUEST_BYTES, SERVE_FILE};
 
 /// What can go wrong in the API's server or client.
 #[derive(Debug, thiserror::Error)]
