@@ -12,7 +12,11 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 /// Runs `command` through the server `api`; `profile` is `--profile`.
-pub(crate) async fn run(api: ApiClient, profile: Option<String>, command: Command) -> anyhow::Result<()> {
+pub(crate) async fn run(
+    api: ApiClient,
+    profile: Option<String>,
+    command: Command,
+) -> anyhow::Result<()> {
     let with = |mut params: Value| {
         if let (Some(p), Some(map)) = (&profile, params.as_object_mut()) {
             map.insert("profile".into(), json!(p));

@@ -105,6 +105,14 @@ impl Links {
         self.links.get(relay).is_some_and(|l| l.state == State::Up)
     }
 
+    /// Whether a session with `relay` is being opened (the driver will report it up or
+    /// down).
+    pub(super) fn is_connecting(&self, relay: &RelayKey) -> bool {
+        self.links
+            .get(relay)
+            .is_some_and(|l| l.state == State::Connecting)
+    }
+
     /// The relay's address, if it is wanted.
     pub(super) fn address(&self, relay: &RelayKey) -> Option<&RelayAddress> {
         self.links.get(relay).map(|l| &l.address)

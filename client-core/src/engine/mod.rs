@@ -112,6 +112,12 @@ pub struct Engine {
     next_request: u64,
     next_op: u64,
     effects: VecDeque<Effect>,
+    /// Transmits waiting for a session that is being opened: sent by `relay_up`, failed
+    /// (through `pending`) by `relay_down`.
+    held: Vec<Effect>,
+    /// Deliveries on a contact's new queue during a rotation, not yet read or ACKed:
+    /// the old queue's messages are shown first (`inbound::HeldDelivery`).
+    held_deliveries: BTreeMap<QueueId, inbound::HeldDelivery>,
     outbox_state: outbox::State,
     /// Contacts with a rotation being set up.
     rotating: BTreeSet<[u8; 16]>,
@@ -158,6 +164,8 @@ impl Engine {
             next_request: 1,
             next_op: 1,
             effects: VecDeque::new(),
+            held: Vec::new(),
+            held_deliveries: BTreeMap::new(),
             outbox_state: outbox::State::default(),
             rotating: BTreeSet::new(),
             receipts: BTreeMap::new(),
@@ -191,6 +199,7 @@ impl Engine {
         take(self.receipt_due);
         take(Some(self.housekeeping_due));
         take(self.outbox_state.retry_at);
+        take(self.held_deliveries.values().map(|h| h.release_at).min());
         at
     }
 
@@ -272,6 +281,11 @@ impl Engine {
                     relay: address.to_string(),
                 }));
             }
+            let (now, later) = std::mem::take(&mut self.held)
+                .into_iter()
+                .partition(|e| matches!(e, Effect::Transmit { relay: r, .. } if r == relay));
+            self.held = later;
+            self.effects.extend::<Vec<Effect>>(now);
             self.subscribe_all(relay);
             self.delete_retired();
             self.pump(rng);
@@ -292,6 +306,11 @@ impl Engine {
         let mut jitter = [0u8; 4];
         rng.fill_bytes(&mut jitter);
         let was_up = self.links.down(relay, now_ms, u32::from_le_bytes(jitter));
+        // Held transmits for it fail with the rest of its requests below.
+        self.held
+            .retain(|e| !matches!(e, Effect::Transmit { relay: r, .. } if r == relay));
+        // Held deliveries came on that session: the relay pushes them again after SUB.
+        self.held_deliveries.retain(|_, h| h.relay != *relay);
         if was_up && let Some(address) = self.links.address(relay) {
             self.effects.push_back(Effect::Event(Event::RelayDown {
                 relay: address.to_string(),
@@ -379,6 +398,7 @@ impl Engine {
             self.housekeeping_due = now_ms + HOUSEKEEPING_MS;
             self.housekeeping(rng);
         }
+        self.release_held(None, rng);
         self.pump(rng);
         self.after_input();
     }
@@ -432,18 +452,26 @@ impl Engine {
         command: Command,
         pending: Pending,
     ) -> bool {
-        if !self.links.is_up(relay) {
+        let up = self.links.is_up(relay);
+        // A session being opened is waited for (a request made right after start, or
+        // while a reconnect is under way); one that failed and waits to retry is not.
+        if !up && !self.links.is_connecting(relay) {
             return false;
         }
         let id = RequestId(self.next_request);
         self.next_request += 1;
         self.pending.insert(id, (*relay, pending));
-        self.effects.push_back(Effect::Transmit {
+        let effect = Effect::Transmit {
             relay: *relay,
             id,
             signer,
             command,
-        });
+        };
+        if up {
+            self.effects.push_back(effect);
+        } else {
+            self.held.push(effect);
+        }
         true
     }
 
