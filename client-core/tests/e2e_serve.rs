@@ -334,3 +334,77 @@ async fn two_serves_exchange_a_thousand_messages_each_way_through_restarts_and_r
     drop(r1);
     drop(r2);
 }
+
+/// `examples/echo_bot.rs`, built by the test command next to the test binaries.
+fn echo_bot_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.parent().unwrap().parent().unwrap();
+    let bin = target.join("examples").join("echo_bot");
+    assert!(
+        bin.is_file(),
+        "{} is not built: run the tests with `cargo nextest run --workspace` (or build it with \
+         `cargo build -p petrel-client --example echo_bot`)",
+        bin.display()
+    );
+    bin
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_echo_bot_answers_through_the_api() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let r1 = Relay::start(&dir.path().join("r1"), "127.0.0.1:0");
+    let r2 = Relay::start(&dir.path().join("r2"), "127.0.0.1:0");
+    let (a_home, b_home) = (dir.path().join("alice"), dir.path().join("bot"));
+    petrel_ok(
+        &a_home,
+        &["profile", "create", "alice", "--relay", &r1.address],
+    );
+    petrel_ok(
+        &b_home,
+        &["profile", "create", "bot", "--relay", &r2.address],
+    );
+    let sa = Serve::start(&a_home);
+    let sb = Serve::start(&b_home);
+    let alice = sa.api();
+    let alog = Log::follow(&alice).await;
+
+    let mut bot = std::process::Command::new(echo_bot_bin())
+        .arg("--home")
+        .arg(&b_home)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(bot.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("echo bot: listening"), "{line:?}");
+
+    let invitation = sb.api().call("invite.create", json!({})).await.unwrap();
+    let link = invitation["link"].as_str().unwrap();
+    alice
+        .call("connect", json!({"link": link, "alias": "bot"}))
+        .await
+        .unwrap();
+    alog.until("the bot connected", |seen| {
+        seen.iter().any(|n| n.method == "event.contact_connected")
+    })
+    .await;
+    for text in ["ping", "second"] {
+        alice
+            .call("message.send", json!({"contact": "bot", "text": text}))
+            .await
+            .unwrap();
+    }
+    alog.until("both echoes", |seen| {
+        seen.iter()
+            .filter(|n| n.method == "event.message" && n.params["contact"] == "bot")
+            .count()
+            >= 2
+    })
+    .await;
+    assert_eq!(alog.texts_from("bot"), ["echo: ping", "echo: second"]);
+    let _ = bot.kill();
+    let _ = bot.wait();
+}
