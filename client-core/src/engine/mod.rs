@@ -330,7 +330,12 @@ impl Engine {
                 self.links.heard(&relay, now_ms);
                 self.on_response(relay, pending, response, rng);
             }
-            Err(failure) => self.on_failure(relay, pending, failure, rng),
+            Err(failure) => {
+                // The session is gone (a timeout ends it too): nothing more is transmitted
+                // on it until the driver reports it down and a new one up (`links`).
+                self.links.failed(&relay);
+                self.on_failure(relay, pending, failure, rng)
+            }
         }
         self.pump(rng);
         self.after_input();
