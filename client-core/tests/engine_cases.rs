@@ -3,14 +3,17 @@
 //!
 //! - A request failed for want of a session, answered before the session's end is
 //!   reported: the outbox resent at once, forever, with the clock standing still.
+//! - A re-key code shown a second time before the first was answered replaced the first
+//!   one's key, and the two sides' root keys split for good.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod engine_model;
 
 use engine_model::{Net, profile};
-use petrel_client::engine::Request;
+use petrel_client::engine::{Connected, Event, Reply, Request};
 use petrel_federation::RelayAddress;
+use petrel_qr::Provenance;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -54,4 +57,97 @@ fn a_send_failed_before_its_sessions_end_is_reported_waits_for_the_next_session(
             "seed {seed}: the SEND went again on the session known gone"
         );
     }
+}
+
+#[test]
+fn a_rekey_code_shown_again_before_it_is_answered_is_the_same_code() {
+    for seed in 0..4 {
+        let (mut net, _) = alice_and_bob(seed);
+        let show = |net: &mut Net| {
+            let op = net.request(
+                ALICE,
+                Request::InviteRekey {
+                    contact: "bob".into(),
+                },
+            );
+            match net.take_done(ALICE, op) {
+                Ok(Reply::Invitation(code)) => code,
+                other => panic!("invite_rekey: {other:?}"),
+            }
+        };
+        let first = show(&mut net);
+        let scan = |net: &mut Net, code| {
+            let op = net.request(
+                BOB,
+                Request::Connect {
+                    invitation: code,
+                    provenance: Provenance::Scanned,
+                    alias: None,
+                },
+            );
+            net.take_done(BOB, op)
+        };
+        match scan(&mut net, first.clone()) {
+            Ok(Reply::Connected(Connected::Rekeyed { alias })) => assert_eq!(alias, "alice"),
+            other => panic!("seed {seed}: rekey: {other:?}"),
+        }
+        // Shown again before Bob's answer arrived: the same key, not a new one.
+        let again = show(&mut net);
+        assert_eq!(again.dh_key, first.dh_key, "seed {seed}");
+        assert!(
+            scan(&mut net, again).is_err(),
+            "seed {seed}: one re-key at a time"
+        );
+        net.settle(5_000);
+        for n in 0..3 {
+            send(&mut net, ALICE, "bob", &format!("a{n}"));
+            net.settle(5_000);
+            send(&mut net, BOB, "alice", &format!("b{n}"));
+            net.settle(5_000);
+        }
+        assert_eq!(net.shown(BOB, "alice"), ["a0", "a1", "a2"], "seed {seed}");
+        assert_eq!(net.shown(ALICE, "bob"), ["b0", "b1", "b2"], "seed {seed}");
+        let dropped = net.clients.iter().flat_map(|c| &c.events).any(
+            |e| matches!(e, Event::Notice(n) if n.contains("dropped") || n.contains("no code")),
+        );
+        assert!(!dropped, "seed {seed}: {}", net.report());
+    }
+}
+
+#[test]
+fn rekey_codes_shown_by_both_sides_are_answered_one_at_a_time() {
+    let (mut net, _) = alice_and_bob(3);
+    let mut codes = Vec::new();
+    for (c, contact) in [(ALICE, "bob"), (BOB, "alice")] {
+        let op = net.request(
+            c,
+            Request::InviteRekey {
+                contact: contact.into(),
+            },
+        );
+        match net.take_done(c, op) {
+            Ok(Reply::Invitation(code)) => codes.push(code),
+            other => panic!("invite_rekey: {other:?}"),
+        }
+    }
+    // Each scans the other's code: the one that showed a code of its own waits for its
+    // answer instead of leading a second re-key.
+    for (c, code) in [(BOB, codes[0].clone()), (ALICE, codes[1].clone())] {
+        let op = net.request(
+            c,
+            Request::Connect {
+                invitation: code,
+                provenance: Provenance::Scanned,
+                alias: None,
+            },
+        );
+        assert!(net.take_done(c, op).is_err(), "both re-keys were started");
+    }
+    net.settle(5_000);
+    send(&mut net, ALICE, "bob", "still");
+    net.settle(5_000);
+    send(&mut net, BOB, "alice", "readable");
+    net.settle(5_000);
+    assert_eq!(net.shown(BOB, "alice"), ["still"]);
+    assert_eq!(net.shown(ALICE, "bob"), ["readable"]);
 }
