@@ -5,6 +5,8 @@
 //!   reported: the outbox resent at once, forever, with the clock standing still.
 //! - A re-key code shown a second time before the first was answered replaced the first
 //!   one's key, and the two sides' root keys split for good.
+//! - During a queue rotation both queues were read at once, so messages sent to the new
+//!   queue were shown before older ones still on their way to the old queue.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -150,4 +152,74 @@ fn rekey_codes_shown_by_both_sides_are_answered_one_at_a_time() {
     net.settle(5_000);
     assert_eq!(net.shown(BOB, "alice"), ["still"]);
     assert_eq!(net.shown(ALICE, "bob"), ["readable"]);
+}
+
+#[test]
+fn messages_keep_their_order_across_a_rotation_while_the_old_queue_is_unreachable() {
+    for seed in 0..4 {
+        let (mut net, r) = alice_and_bob(seed);
+        let rotate = |net: &mut Net| {
+            let op = net.request(
+                BOB,
+                Request::Rotate {
+                    contact: "alice".into(),
+                },
+            );
+            net.settle(5_000);
+            assert!(
+                matches!(net.take_done(BOB, op), Ok(Reply::Done)),
+                "seed {seed}: rotate"
+            );
+            net.settle(5_000);
+        };
+        // Bob's queue for Alice moves from his own relay r1 to r2.
+        rotate(&mut net);
+        let queue = &net.engine_contact(BOB, "alice").inbound;
+        assert_eq!(queue.len(), 1);
+        assert_eq!(queue[0].relay.key(), r[2].key(), "seed {seed}");
+        // r2 goes down with Alice's first messages on their way to it (held by r0).
+        let r2 = *r[2].key();
+        net.set_relay_up(r2, false);
+        send(&mut net, ALICE, "bob", "1 before the switch");
+        send(&mut net, ALICE, "bob", "2 before the switch");
+        net.settle(2_000);
+        // Bob rotates back to r1: Alice answers Switched into r2 (held too) and sends the
+        // next messages to the new queue, which Bob can read at once.
+        let op = net.request(
+            BOB,
+            Request::Rotate {
+                contact: "alice".into(),
+            },
+        );
+        net.settle(2_000);
+        assert!(matches!(net.take_done(BOB, op), Ok(Reply::Done)));
+        send(&mut net, ALICE, "bob", "3 after the switch");
+        send(&mut net, ALICE, "bob", "4 after the switch");
+        net.settle(2_000);
+        assert_eq!(
+            net.shown(BOB, "alice"),
+            Vec::<String>::new(),
+            "seed {seed}: the new queue was read before the old one ended"
+        );
+        net.set_relay_up(r2, true);
+        net.settle(120_000);
+        assert_eq!(
+            net.shown(BOB, "alice"),
+            [
+                "1 before the switch",
+                "2 before the switch",
+                "3 after the switch",
+                "4 after the switch"
+            ],
+            "seed {seed}\n{}",
+            net.report()
+        );
+        let rotated = net.clients[BOB]
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::RotationDone { .. }))
+            .count();
+        assert_eq!(rotated, 2, "seed {seed}");
+        assert_eq!(net.engine_contact(BOB, "alice").inbound.len(), 1);
+    }
 }

@@ -40,6 +40,16 @@ impl Engine {
         })
     }
 
+    /// Whether `recipient_id` is the contact's queue read now: its oldest inbound queue.
+    /// During a rotation the contact writes to the old queue up to its `Switched` and to
+    /// the new one after it, so the queues are read one after the other, in that order.
+    fn reads_now(&self, contact: &[u8; 16], recipient_id: &QueueId) -> bool {
+        self.contacts
+            .get(contact)
+            .and_then(|c| c.inbound.first())
+            .is_none_or(|q| q.recipient_id == *recipient_id)
+    }
+
     /// ACKs a delivery on the session that brought it (unsigned: that session proved the
     /// queue with its SUB, `specs/protocol.md` §11).
     pub(super) fn ack(&mut self, recipient_id: &QueueId, msg_id: MsgId) {
@@ -102,6 +112,15 @@ impl Engine {
             return; // A queue retired a moment ago: its DELETE takes the rest.
         };
         if *queue.relay.key() != relay {
+            return;
+        }
+        if let Owner::Contact(id) = owner
+            && !self.reads_now(&id, &delivery.recipient_id)
+        {
+            // A queue a rotation made, while the old one still has messages before the
+            // contact's `Switched`: left unacknowledged (and unread) until the old queue
+            // is retired, then SUBscribed again, which pushes it once more. Reading both
+            // at once showed messages out of order (found by the property test).
             return;
         }
         let opened = queue.delivery().open(
@@ -286,8 +305,17 @@ impl Engine {
         }
         if retire {
             // The contact's last message on a rotated-away queue: the queue and everything
-            // left in it go (no ACK needed).
+            // left in it go (no ACK needed). The new queue is read from now on: SUB again
+            // for the delivery it holds back (`reads_now`).
             self.delete_retired();
+            let next = self
+                .contacts
+                .get(&id)
+                .and_then(|c| c.inbound.first())
+                .cloned();
+            if let Some(next) = next {
+                self.subscribe(&next);
+            }
         } else {
             self.ack(&queue.recipient_id, msg_id);
         }
