@@ -23,7 +23,8 @@
 //! Time is the network clock in Unix milliseconds, passed with every input; the
 //! application clock (rotation, expiry, timestamps) is the network clock plus a fixed
 //! skew (zero outside tests). Randomness is passed in too, so a seeded test replays
-//! exactly. Nothing here imports tokio or libp2p (`tests/engine_sans_io.rs` checks it).
+//! exactly. Nothing here imports tokio or libp2p, reads a clock or draws randomness of its
+//! own, or touches the network or the file system (`tests/engine_purity.rs` checks it).
 //!
 //! The concepts live in their own modules: [`links`] (relay sessions wanted, up, down,
 //! backoff, keep-alive), `queues` (CREATE → SECURE → RESTRICT chains), `pairing`
