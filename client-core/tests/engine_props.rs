@@ -209,7 +209,6 @@ fn run(seed: u64) -> usize {
 }
 
 #[test]
-#[ignore = "finds engine bugs, fixed in the commits that follow"]
 fn three_profiles_see_every_message_once_in_order_through_faults() {
     let seeds: Vec<u64> = match std::env::var("PETREL_ENGINE_SEED") {
         Ok(s) => vec![s.parse().expect("PETREL_ENGINE_SEED is a number")],
