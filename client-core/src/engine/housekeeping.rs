@@ -4,7 +4,9 @@
 //! A rotation makes a new inbound queue (on the next pinned relay when there are several,
 //! `queues`), announces it over the ratchet (`NewQueue`) and keeps reading the old one
 //! until the contact's `Switched` arrives there — the contact's last message on it; the
-//! old queue is then DELETEd with whatever it still holds. Invitations nobody answered
+//! old queue is then DELETEd with whatever it still holds, and the new one is read from
+//! then on (`inbound` holds its deliveries back until then, so that the order of the
+//! contact's messages survives the switch). Invitations nobody answered
 //! are deleted after [`INVITATION_TTL_SECS`](crate::client::INVITATION_TTL_SECS).
 
 use super::queues::Purpose;

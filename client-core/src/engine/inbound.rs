@@ -8,13 +8,6 @@
 //! [`RECEIPT_DELAY_MS`](super::RECEIPT_DELAY_MS) so one receipt covers a burst. The
 //! other payloads drive the handshake (`HelloReply`), rotation (`NewQueue`, `Switched`),
 //! re-keying (`Rekey`) and the contact's card (`Profile`).
-//!
-//! During a rotation the contact's messages come on two queues: the old one until its
-//! `Switched`, then the new one. Both are subscribed, so their pushes interleave. A
-//! delivery on the new queue is therefore held, unread and unACKed (the relay pushes
-//! nothing more on that queue meanwhile), until `Switched` retires the old queue — or
-//! until the old queue has been silent for [`HOLD_NEW_QUEUE_MS`] (a `Switched` that
-//! expired must not stop the conversation). So messages are shown in the order sent.
 
 use super::{Engine, Event, MessageView, Pending};
 use crate::contact::{CONTACTS, ContactState, Direction, MESSAGES, Message, OwnQueue, seq_key};
@@ -25,19 +18,6 @@ use petrel_federation::client::{Command, Delivery, Response};
 use petrel_federation::delivery::DeliveryKind;
 use petrel_federation::{ErrorCode, MsgId, QueueId, RelayKey};
 use rand_core::CryptoRng;
-
-/// How long a delivery on a contact's new queue waits for the old queue's `Switched`
-/// after the old queue's last delivery, in milliseconds.
-pub(super) const HOLD_NEW_QUEUE_MS: u64 = 30_000;
-
-/// A delivery on a new queue waiting for the old queue to end.
-#[derive(Debug)]
-pub(super) struct HeldDelivery {
-    pub(super) relay: RelayKey,
-    pub(super) delivery: Delivery,
-    pub(super) contact: [u8; 16],
-    pub(super) release_at: u64,
-}
 
 /// Who reads a queue.
 #[derive(Clone, Copy, Debug)]
@@ -58,6 +38,16 @@ impl Engine {
                 .find(|q| q.recipient_id == *recipient_id)
                 .map(|q| (q.clone(), Owner::Contact(c.id)))
         })
+    }
+
+    /// Whether `recipient_id` is the contact's queue read now: its oldest inbound queue.
+    /// During a rotation the contact writes to the old queue up to its `Switched` and to
+    /// the new one after it, so the queues are read one after the other, in that order.
+    fn reads_now(&self, contact: &[u8; 16], recipient_id: &QueueId) -> bool {
+        self.contacts
+            .get(contact)
+            .and_then(|c| c.inbound.first())
+            .is_none_or(|q| q.recipient_id == *recipient_id)
     }
 
     /// ACKs a delivery on the session that brought it (unsigned: that session proved the
@@ -124,6 +114,15 @@ impl Engine {
         if *queue.relay.key() != relay {
             return;
         }
+        if let Owner::Contact(id) = owner
+            && !self.reads_now(&id, &delivery.recipient_id)
+        {
+            // A queue a rotation made, while the old one still has messages before the
+            // contact's `Switched`: left unacknowledged (and unread) until the old queue
+            // is retired, then SUBscribed again, which pushes it once more. Reading both
+            // at once showed messages out of order (found by the property test).
+            return;
+        }
         let opened = queue.delivery().open(
             &delivery.recipient_id,
             &delivery.msg_id,
@@ -138,7 +137,6 @@ impl Engine {
                 self.notice("the relay refused some messages to a full queue of yours");
                 self.ack(&delivery.recipient_id, delivery.msg_id);
             }
-            Ok(_) if self.hold_for_rotation(relay, &delivery, owner) => {}
             Ok(body) => match owner {
                 Owner::Invitation => {
                     self.accept_confirmation(delivery.recipient_id, delivery.msg_id, &body.body)
@@ -149,79 +147,6 @@ impl Engine {
                     }
                 }
             },
-        }
-    }
-
-    /// Holds a delivery that came on a contact's new queue while the old one is still
-    /// read; returns whether it was held. A delivery on the old queue pushes back the
-    /// release of the contact's held ones.
-    fn hold_for_rotation(&mut self, relay: RelayKey, delivery: &Delivery, owner: Owner) -> bool {
-        let Owner::Contact(id) = owner else {
-            return false;
-        };
-        let Some(contact) = self.contacts.get(&id) else {
-            return false;
-        };
-        let release_at = self.now_ms + HOLD_NEW_QUEUE_MS;
-        let oldest = contact.inbound.first().map(|q| q.recipient_id);
-        if contact.inbound.len() < 2 || oldest == Some(delivery.recipient_id) {
-            for held in self.held_deliveries.values_mut() {
-                if held.contact == id {
-                    held.release_at = release_at;
-                }
-            }
-            return false;
-        }
-        self.held_deliveries.insert(
-            delivery.recipient_id,
-            HeldDelivery {
-                relay,
-                delivery: delivery.clone(),
-                contact: id,
-                release_at,
-            },
-        );
-        true
-    }
-
-    /// Reads the held deliveries of `contact` (all contacts: `None`) whose old queue is
-    /// gone, and those whose wait ran out.
-    pub(super) fn release_held<R: CryptoRng + ?Sized>(
-        &mut self,
-        contact: Option<[u8; 16]>,
-        rng: &mut R,
-    ) {
-        let now = self.now_ms;
-        let due: Vec<QueueId> = self
-            .held_deliveries
-            .iter()
-            .filter(|(_, h)| {
-                let single = self
-                    .contacts
-                    .get(&h.contact)
-                    .is_none_or(|c| c.inbound.len() < 2);
-                h.release_at <= now || (contact == Some(h.contact) && single)
-            })
-            .map(|(q, _)| *q)
-            .collect();
-        for queue in due {
-            if let Some(held) = self.held_deliveries.remove(&queue) {
-                let Some((own, owner)) = self.find_queue(&queue) else {
-                    continue;
-                };
-                let Ok(body) = own.delivery().open(
-                    &held.delivery.recipient_id,
-                    &held.delivery.msg_id,
-                    &held.delivery.ciphertext,
-                ) else {
-                    continue;
-                };
-                if let Owner::Contact(id) = owner
-                    && let Err(e) = self.receive(id, &own, held.delivery.msg_id, &body.body, rng)
-                {
-                    self.notice(format!("a message could not be stored: {e}"));
-                }
-            }
         }
     }
 
@@ -380,9 +305,17 @@ impl Engine {
         }
         if retire {
             // The contact's last message on a rotated-away queue: the queue and everything
-            // left in it go (no ACK needed); the new queue is read from now on.
+            // left in it go (no ACK needed). The new queue is read from now on: SUB again
+            // for the delivery it holds back (`reads_now`).
             self.delete_retired();
-            self.release_held(Some(id), rng);
+            let next = self
+                .contacts
+                .get(&id)
+                .and_then(|c| c.inbound.first())
+                .cloned();
+            if let Some(next) = next {
+                self.subscribe(&next);
+            }
         } else {
             self.ack(&queue.recipient_id, msg_id);
         }

@@ -1,9 +1,21 @@
-//! Relay sessions as the engine sees them: wanted, connecting, up, or waiting to retry.
+//! Relay sessions as the engine sees them: wanted, connecting, up, closing, or waiting to
+//! retry.
 //!
 //! ```text
 //!  want ──► Connecting ──relay_up──► Up ──relay_down──► Waiting(retry_at) ──timeout──► Connecting
-//!               └────────relay_down─────────────────────────┘
+//!               │                    │                    ▲
+//!               │        a request failed (Closed/Timeout)│
+//!               │                    ▼                    │
+//!               │                 Closing ──relay_down────┤
+//!               └────────relay_down───────────────────────┘
 //! ```
+//!
+//! A request that failed with the session's end (or was timed out, which ends it) proves
+//! the session gone before the driver's `relay_down` says so: the link is `Closing` from
+//! then on, and nothing more is transmitted on it. Without that, a request retried at once
+//! on the failure (the outbox does) would fail again at once, and an engine whose driver
+//! answers such failures before it reports the end would retry forever without the clock
+//! moving (the livelock the property test found).
 //!
 //! A session that failed is retried after an exponential backoff (250 ms doubling to
 //! 30 s) with jitter — a uniformly drawn point in the upper half of the delay, so that
@@ -26,7 +38,11 @@ pub const PING_MS: u64 = 45_000;
 enum State {
     Connecting,
     Up,
-    Waiting { retry_at: u64 },
+    /// Up until a request on it failed; its `relay_down` is on its way.
+    Closing,
+    Waiting {
+        retry_at: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -92,12 +108,22 @@ impl Links {
         let Some(link) = self.links.get_mut(relay) else {
             return false;
         };
-        let was_up = link.state == State::Up;
+        let was_up = matches!(link.state, State::Up | State::Closing);
         link.failures = link.failures.saturating_add(1);
         link.state = State::Waiting {
             retry_at: now + backoff_ms(link.failures, jitter),
         };
         was_up
+    }
+
+    /// A request on `relay`'s session failed for want of the session: nothing more goes on
+    /// it until the driver reports it down (and a new one up).
+    pub(super) fn failed(&mut self, relay: &RelayKey) {
+        if let Some(link) = self.links.get_mut(relay)
+            && link.state == State::Up
+        {
+            link.state = State::Closing;
+        }
     }
 
     /// Whether a session with `relay` is up.
@@ -158,7 +184,7 @@ impl Links {
             .filter_map(|l| match l.state {
                 State::Waiting { retry_at } => Some(retry_at),
                 State::Up => Some(l.last_heard + PING_MS),
-                State::Connecting => None,
+                State::Connecting | State::Closing => None,
             })
             .min()
     }
@@ -187,5 +213,38 @@ mod tests {
         }
         assert_eq!(backoff_ms(1, 0), 125);
         assert_eq!(backoff_ms(30, 0), 15_000);
+    }
+
+    #[test]
+    fn a_failed_request_closes_the_link_until_the_driver_reports_it() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key();
+        let text = format!(
+            "petrel://{}@127.0.0.1:5000",
+            petrel_federation::address::key_text(&RelayKey(key.to_bytes()))
+        );
+        let address: RelayAddress = text.parse().unwrap();
+        let key = *address.key();
+        let mut links = Links::default();
+        assert_eq!(links.want(vec![address.clone()]).len(), 1);
+        assert!(links.up(&key, 1_000));
+        assert!(links.is_up(&key));
+        links.failed(&key);
+        assert!(
+            !links.is_up(&key),
+            "nothing more goes on a session known gone"
+        );
+        assert_eq!(
+            links.next_deadline(),
+            None,
+            "no PING on it: its end is reported"
+        );
+        assert!(links.due_pings(1_000 + PING_MS).is_empty());
+        assert!(
+            links.down(&key, 2_000, 0),
+            "its end is reported as the end of an up link"
+        );
+        assert!(links.next_deadline().is_some());
+        assert!(links.up(&key, 3_000));
+        assert!(links.is_up(&key), "a new session is up again");
     }
 }

@@ -23,7 +23,8 @@
 //! Time is the network clock in Unix milliseconds, passed with every input; the
 //! application clock (rotation, expiry, timestamps) is the network clock plus a fixed
 //! skew (zero outside tests). Randomness is passed in too, so a seeded test replays
-//! exactly. Nothing here imports tokio or libp2p (`tests/engine_sans_io.rs` checks it).
+//! exactly. Nothing here imports tokio or libp2p, reads a clock or draws randomness of its
+//! own, or touches the network or the file system (`tests/engine_purity.rs` checks it).
 //!
 //! The concepts live in their own modules: [`links`] (relay sessions wanted, up, down,
 //! backoff, keep-alive), `queues` (CREATE → SECURE → RESTRICT chains), `pairing`
@@ -115,9 +116,6 @@ pub struct Engine {
     /// Transmits waiting for a session that is being opened: sent by `relay_up`, failed
     /// (through `pending`) by `relay_down`.
     held: Vec<Effect>,
-    /// Deliveries on a contact's new queue during a rotation, not yet read or ACKed:
-    /// the old queue's messages are shown first (`inbound::HeldDelivery`).
-    held_deliveries: BTreeMap<QueueId, inbound::HeldDelivery>,
     outbox_state: outbox::State,
     /// Contacts with a rotation being set up.
     rotating: BTreeSet<[u8; 16]>,
@@ -165,7 +163,6 @@ impl Engine {
             next_op: 1,
             effects: VecDeque::new(),
             held: Vec::new(),
-            held_deliveries: BTreeMap::new(),
             outbox_state: outbox::State::default(),
             rotating: BTreeSet::new(),
             receipts: BTreeMap::new(),
@@ -199,7 +196,6 @@ impl Engine {
         take(self.receipt_due);
         take(Some(self.housekeeping_due));
         take(self.outbox_state.retry_at);
-        take(self.held_deliveries.values().map(|h| h.release_at).min());
         at
     }
 
@@ -309,8 +305,6 @@ impl Engine {
         // Held transmits for it fail with the rest of its requests below.
         self.held
             .retain(|e| !matches!(e, Effect::Transmit { relay: r, .. } if r == relay));
-        // Held deliveries came on that session: the relay pushes them again after SUB.
-        self.held_deliveries.retain(|_, h| h.relay != *relay);
         if was_up && let Some(address) = self.links.address(relay) {
             self.effects.push_back(Effect::Event(Event::RelayDown {
                 relay: address.to_string(),
@@ -349,7 +343,12 @@ impl Engine {
                 self.links.heard(&relay, now_ms);
                 self.on_response(relay, pending, response, rng);
             }
-            Err(failure) => self.on_failure(relay, pending, failure, rng),
+            Err(failure) => {
+                // The session is gone (a timeout ends it too): nothing more is transmitted
+                // on it until the driver reports it down and a new one up (`links`).
+                self.links.failed(&relay);
+                self.on_failure(relay, pending, failure, rng)
+            }
         }
         self.pump(rng);
         self.after_input();
@@ -398,7 +397,6 @@ impl Engine {
             self.housekeeping_due = now_ms + HOUSEKEEPING_MS;
             self.housekeeping(rng);
         }
-        self.release_held(None, rng);
         self.pump(rng);
         self.after_input();
     }

@@ -127,6 +127,18 @@ impl Engine {
             .inbound
             .last()
             .ok_or_else(|| Error::NotConnected(contact.alias.clone()))?;
+        // A code shown before and not answered yet is shown again, never replaced: the
+        // contact may have scanned it already, and its `Rekey` answer is mixed with the key
+        // of the code it scanned. Replacing the key split the two root keys for good (every
+        // later message "did not authenticate"; found by the property test).
+        if let Some(key) = &contact.pending_rekey {
+            return Ok(Invitation {
+                purpose: CodePurpose::Rekey,
+                relay: queue.relay.clone(),
+                sender_id: queue.sender_id,
+                dh_key: key.public(),
+            });
+        }
         let key = QrKey::generate(rng);
         let invitation = Invitation {
             purpose: CodePurpose::Rekey,
@@ -303,6 +315,16 @@ impl Engine {
         if contact.session.rekey_pending() {
             return Err(Error::Busy(format!(
                 "a re-key with `{}` is still under way: exchange a message first",
+                contact.alias
+            )));
+        }
+        // Both sides showed a code and both scanned: each would lead with its own secret
+        // and the root keys would split. One re-key at a time: the code this side showed
+        // is answered first.
+        if contact.pending_rekey.is_some() {
+            return Err(Error::Busy(format!(
+                "you showed `{}` a re-key code of your own that was not answered yet: let \
+                 them scan that one",
                 contact.alias
             )));
         }

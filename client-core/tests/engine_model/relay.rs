@@ -2,8 +2,8 @@
 //! `specs/protocol.md` §8 and §10 (one subscriber, one unacknowledged delivery at a time,
 //! durable messages), command authentication by key hash, delivery re-encryption, and
 //! two-hop forwarding with sealed envelopes (answered at once, or Accepted and resolved
-//! later, FORWARD_STATUS parked until then). Restarting it ends every session and keeps
-//! every queue, message and accepted forward.
+//! later in arrival order per destination, FORWARD_STATUS parked until then). Restarting
+//! it ends every session and keeps every queue, message and accepted forward.
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
@@ -27,6 +27,8 @@ pub struct Queue {
 }
 
 pub struct Forward {
+    /// Arrival order: the outbox delivers per destination in this order.
+    seq: u64,
     destination: RelayKey,
     envelope: SealedEnvelope,
     result: Option<SealedResponse>,
@@ -41,6 +43,7 @@ pub struct ModelRelay {
     queues: BTreeMap<QueueId, Queue>,
     senders: BTreeMap<QueueId, QueueId>,
     pub forwards: BTreeMap<[u8; 16], Forward>,
+    next_forward: u64,
     pub stored: u64,
 }
 
@@ -84,6 +87,7 @@ impl ModelRelay {
             queues: BTreeMap::new(),
             senders: BTreeMap::new(),
             forwards: BTreeMap::new(),
+            next_forward: 0,
             stored: 0,
         }
     }
@@ -347,7 +351,13 @@ impl ModelRelay {
                 destination,
                 envelope,
             } => {
-                let at_once = rng.random_bool(0.6);
+                // As the relay does (`relay/src/forward.rs`): while older forwards to this
+                // destination wait in the outbox, a new one queues behind them.
+                let backlog = self
+                    .forwards
+                    .values()
+                    .any(|f| f.result.is_none() && f.destination == *destination.key());
+                let at_once = !backlog && rng.random_bool(0.6);
                 match peers.get_mut(destination.key()) {
                     Some(peer) if peer.up && at_once => {
                         // The destination's pushes go to its own sessions: the caller
@@ -357,9 +367,11 @@ impl ModelRelay {
                     }
                     Some(_) => {
                         let id = random16(rng);
+                        self.next_forward += 1;
                         self.forwards.insert(
                             id,
                             Forward {
+                                seq: self.next_forward,
                                 destination: *destination.key(),
                                 envelope,
                                 result: None,
@@ -417,15 +429,20 @@ impl ModelRelay {
         sealer.seal(&response)
     }
 
-    /// Accepted forwards whose destination is up are delivered (one step of the
-    /// forwarding outbox).
+    /// Accepted forwards whose destination is up are delivered, per destination in the order
+    /// they arrived (one step of the forwarding outbox).
+    /// Returns how many resolved, and the pushes their SENDs made at the destinations.
     pub fn forward_pending(
         &mut self,
         peers: &mut BTreeMap<RelayKey, ModelRelay>,
         rng: &mut ChaCha8Rng,
-    ) -> Vec<(RelayKey, Out)> {
+    ) -> (usize, Vec<(RelayKey, Out)>) {
         let mut pushes = Vec::new();
-        for f in self.forwards.values_mut() {
+        let mut resolved = 0;
+        // In arrival order (the IDs are random), as the relay's outbox delivers them.
+        let mut waiting: Vec<&mut Forward> = self.forwards.values_mut().collect();
+        waiting.sort_by_key(|f| f.seq);
+        for f in waiting {
             if f.result.is_some() {
                 continue;
             }
@@ -434,10 +451,21 @@ impl ModelRelay {
             {
                 let mut out = Vec::new();
                 f.result = Some(peer.open_forward(&f.envelope, rng, &mut out));
+                resolved += 1;
                 pushes.extend(out.into_iter().map(|o| (f.destination, o)));
             }
         }
-        pushes
+        (resolved, pushes)
+    }
+
+    /// Whether a forward waits for a destination that is up: work for `forward_pending`.
+    /// Forwards whose destination is down, and resolved ones waiting for their
+    /// FORWARD_STATUS, are not (counting them made a step always possible, and a network
+    /// with a relay down never settled).
+    pub fn can_forward(&self, up: impl Fn(&RelayKey) -> bool) -> bool {
+        self.forwards
+            .values()
+            .any(|f| f.result.is_none() && f.destination != self.key && up(&f.destination))
     }
 
     pub fn parked_done(&self, forward_id: &[u8; 16]) -> bool {
@@ -448,5 +476,33 @@ impl ModelRelay {
 
     pub fn queued_messages(&self) -> usize {
         self.queues.values().map(|q| q.messages.len()).sum()
+    }
+
+    /// Its queues that hold messages (recipient ID: count, subscriber), and its forwards.
+    pub fn describe(&self) -> String {
+        let hex = |b: &[u8]| -> String { b.iter().take(3).map(|x| format!("{x:02x}")).collect() };
+        let queues: Vec<String> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| !q.messages.is_empty())
+            .map(|(r, q)| {
+                format!(
+                    "{}: {} (sub {:?})",
+                    hex(&r.0),
+                    q.messages.len(),
+                    q.subscriber
+                )
+            })
+            .collect();
+        let pending = self
+            .forwards
+            .values()
+            .filter(|f| f.result.is_none())
+            .count();
+        format!(
+            "queues [{}], forwards {pending} pending / {} resolved",
+            queues.join(", "),
+            self.forwards.len() - pending
+        )
     }
 }
