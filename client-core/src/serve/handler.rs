@@ -1,30 +1,63 @@
 //! The API's methods (`specs/api.md` §Methods): JSON-RPC calls mapped onto the profile
-//! drivers, and engine events mapped onto notifications (§Events).
+//! drivers and the store, and engine events mapped onto notifications (§Events).
 //!
-//! Every method takes an optional `profile` (default: the home's current profile). Calls
-//! that change a profile go to its driver and wait for the engine's answer; history is
-//! read from the store directly (the driver commits before it reports anything).
+//! Every method that acts on one profile takes an optional `profile` (default: the current
+//! one, which `profile.use` sets). Calls that change a profile's engine go to its driver
+//! and wait for the engine's answer; history is read from the store directly (the driver
+//! commits before it reports anything).
+//!
+//! Profile and relay management changes the store through [`Profiles`], as the CLI does
+//! when no server runs. A profile whose relays or rotation period change gets a new
+//! driver: the old one is stopped (its store write finishes, its sessions close) before
+//! the new one starts from the store, so two engines never run one profile.
+//!
+//! Locks: `admin` serialises the management calls; `state` (the running drivers and the
+//! current profile) is only held to look a driver up or to swap one, never across a
+//! request that may wait on a relay.
 
-use super::driver::{DriverError, ProfileEvent, ProfileHandle};
+use super::driver::{self, DriverError, ProfileEvent, ProfileHandle};
 use crate::api::errors as codes;
 use crate::api::{Handler, Notification, RpcError};
-use crate::contact::{ContactState, Direction, MESSAGES, Message};
+use crate::contact::{ContactState, Direction, MESSAGES, Message, Trust};
 use crate::engine::{Connected, Error, Event, Reply, Request};
-use crate::store::Store;
+use crate::payload::ProfileCard;
+use crate::profile::{Profile, ProfileError, Profiles};
+use crate::store::{Store, StoreError};
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use petrel_federation::RelayAddress;
 use petrel_qr::{Payload as QrPayload, Purpose, QrCode};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Mutex, RwLock, broadcast};
+
+/// How long a call that needs a session with the profile's first relay (`invite.create`,
+/// `connect`, `contact.rotate`) waits for one when the profile has just started.
+pub const RELAY_WAIT: Duration = Duration::from_secs(10);
+
+/// The rotation period of a profile created without `rotation_secs` (7 days, as the CLI).
+pub const DEFAULT_ROTATION_SECS: u64 = 7 * 86_400;
 
 /// The profiles a `petrel serve` runs, as the API sees them.
 #[derive(Debug)]
 pub struct Methods {
     store: Arc<Store>,
-    profiles: BTreeMap<String, ProfileHandle>,
-    current: Option<String>,
+    app_skew_secs: u64,
+    events: broadcast::Sender<ProfileEvent>,
+    state: RwLock<State>,
+    admin: Mutex<()>,
 }
+
+#[derive(Debug, Default)]
+struct State {
+    drivers: BTreeMap<String, ProfileHandle>,
+    current: Option<String>,
+    stopping: bool,
+}
+
+type Params = Map<String, Value>;
 
 fn hex(bytes: &[u8]) -> String {
     data_encoding::HEXLOWER.encode(bytes)
@@ -47,6 +80,26 @@ pub fn rpc_error(e: &Error) -> RpcError {
     RpcError::new(code, e.to_string())
 }
 
+/// The JSON-RPC error for a failed profile operation.
+pub fn profile_error(e: &ProfileError) -> RpcError {
+    let code = match e {
+        ProfileError::NotFound(_) | ProfileError::NoneSelected => codes::NO_PROFILE,
+        ProfileError::Exists(_) => codes::PROFILE_EXISTS,
+        ProfileError::Store(_) => codes::STORE,
+        _ => codes::INVALID_ARGUMENT,
+    };
+    let message = match e {
+        ProfileError::NoRelay => "a profile needs at least one pinned relay".to_string(),
+        ProfileError::NoneSelected => "no profile selected: call `profile.use`".to_string(),
+        other => other.to_string(),
+    };
+    RpcError::new(code, message)
+}
+
+fn store_error(e: &StoreError) -> RpcError {
+    RpcError::new(codes::STORE, e.to_string())
+}
+
 fn driver_error(e: DriverError) -> RpcError {
     match e {
         DriverError::Engine(e) => rpc_error(&e),
@@ -54,16 +107,119 @@ fn driver_error(e: DriverError) -> RpcError {
     }
 }
 
-fn text_param(params: &Value, name: &str) -> Result<String, RpcError> {
-    params
-        .get(name)
-        .and_then(Value::as_str)
-        .map(str::to_string)
+fn unexpected(reply: &Reply) -> RpcError {
+    RpcError::internal(format!("unexpected reply {reply:?}"))
+}
+
+// --- parameters ------------------------------------------------------------------------
+
+/// The call's params as an object, refusing members the method does not take (a typo in
+/// a parameter's name would otherwise be ignored silently).
+fn params(value: Value, allowed: &[&str]) -> Result<Params, RpcError> {
+    let map = match value {
+        Value::Null => Map::new(),
+        Value::Object(map) => map,
+        _ => return Err(RpcError::invalid_params("`params` must be an object")),
+    };
+    if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(RpcError::invalid_params(if allowed.is_empty() {
+            format!("unknown parameter `{unknown}`: this method takes none")
+        } else {
+            format!(
+                "unknown parameter `{unknown}`: this method takes {}",
+                allowed
+                    .iter()
+                    .map(|a| format!("`{a}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }));
+    }
+    Ok(map)
+}
+
+fn opt_text(p: &Params, name: &str) -> Result<Option<String>, RpcError> {
+    match p.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(RpcError::invalid_params(format!(
+            "`{name}` must be a string"
+        ))),
+    }
+}
+
+fn text(p: &Params, name: &str) -> Result<String, RpcError> {
+    opt_text(p, name)?
         .ok_or_else(|| RpcError::invalid_params(format!("`{name}` (a string) is required")))
 }
 
-fn opt_text(params: &Value, name: &str) -> Option<String> {
-    params.get(name).and_then(Value::as_str).map(str::to_string)
+fn opt_u64(p: &Params, name: &str) -> Result<Option<u64>, RpcError> {
+    match p.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            RpcError::invalid_params(format!("`{name}` must be a non-negative integer"))
+        }),
+    }
+}
+
+fn opt_bool(p: &Params, name: &str) -> Result<Option<bool>, RpcError> {
+    match p.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(RpcError::invalid_params(format!(
+            "`{name}` must be true or false"
+        ))),
+    }
+}
+
+fn relay_address(text: &str) -> Result<RelayAddress, RpcError> {
+    text.parse().map_err(|e| {
+        RpcError::new(
+            codes::INVALID_ARGUMENT,
+            format!("`{text}` is not a relay address: {e}"),
+        )
+    })
+}
+
+fn relay_list(p: &Params, name: &str) -> Result<Vec<RelayAddress>, RpcError> {
+    let required =
+        || RpcError::invalid_params(format!("`{name}` (an array of strings) is required"));
+    let items = p.get(name).and_then(Value::as_array).ok_or_else(required)?;
+    items
+        .iter()
+        .map(|item| item.as_str().ok_or_else(required).and_then(relay_address))
+        .collect()
+}
+
+// --- results ---------------------------------------------------------------------------
+
+fn trust_name(trust: Trust) -> &'static str {
+    match trust {
+        Trust::Scanned => "scanned",
+        Trust::Pasted => "pasted",
+        Trust::Invited => "invited",
+    }
+}
+
+fn relays_json(profile: &Profile) -> Value {
+    json!(
+        profile
+            .relays
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    )
+}
+
+fn profile_json(profile: &Profile, current: Option<&str>) -> Value {
+    json!({
+        "name": profile.name,
+        "display_name": profile.display_name,
+        "bio": profile.bio,
+        "current": current == Some(profile.name.as_str()),
+        "relays": relays_json(profile),
+        "rotation_secs": profile.rotation_secs,
+    })
 }
 
 fn invitation_json(invitation: &petrel_qr::Invitation) -> Result<Value, RpcError> {
@@ -131,28 +287,63 @@ pub fn notification(event: &ProfileEvent) -> Notification {
     }
 }
 
+// --- the methods -------------------------------------------------------------------------
+
 impl Methods {
-    /// The methods over these running profiles.
+    /// The methods over these running profile drivers; new drivers (`profile.create`,
+    /// restarts) send their events to `events`.
     pub fn new(
         store: Arc<Store>,
-        profiles: BTreeMap<String, ProfileHandle>,
+        app_skew_secs: u64,
+        events: broadcast::Sender<ProfileEvent>,
+        drivers: BTreeMap<String, ProfileHandle>,
         current: Option<String>,
     ) -> Self {
         Self {
             store,
-            profiles,
-            current,
+            app_skew_secs,
+            events,
+            state: RwLock::new(State {
+                drivers,
+                current,
+                stopping: false,
+            }),
+            admin: Mutex::new(()),
         }
     }
 
-    fn profile(&self, params: &Value) -> Result<ProfileHandle, RpcError> {
-        let name = opt_text(params, "profile")
-            .or_else(|| self.current.clone())
-            .or_else(|| self.profiles.keys().next().cloned())
-            .ok_or_else(|| {
-                RpcError::new(codes::NO_PROFILE, "no profile yet: `petrel profile create`")
-            })?;
-        self.profiles.get(&name).cloned().ok_or_else(|| {
+    /// Stops every driver; later calls are refused with `SHUTTING_DOWN`.
+    pub async fn stop_all(&self) {
+        let _admin = self.admin.lock().await;
+        let drivers = {
+            let mut state = self.state.write().await;
+            state.stopping = true;
+            std::mem::take(&mut state.drivers)
+        };
+        for handle in drivers.values() {
+            handle.stop().await;
+        }
+    }
+
+    fn profiles(&self) -> Profiles<'_> {
+        Profiles::new(&self.store)
+    }
+
+    fn shutting_down() -> RpcError {
+        RpcError::new(codes::SHUTTING_DOWN, "petrel serve is shutting down")
+    }
+
+    /// The profile a call acts on (`profile`, else the current one) and its driver.
+    async fn target(&self, p: &Params) -> Result<ProfileHandle, RpcError> {
+        let named = opt_text(p, "profile")?;
+        let state = self.state.read().await;
+        if state.stopping {
+            return Err(Self::shutting_down());
+        }
+        let name = named
+            .or_else(|| state.current.clone())
+            .ok_or_else(|| profile_error(&ProfileError::NoneSelected))?;
+        state.drivers.get(&name).cloned().ok_or_else(|| {
             RpcError::new(
                 codes::NO_PROFILE,
                 format!("no profile named `{name}` runs here"),
@@ -160,16 +351,132 @@ impl Methods {
         })
     }
 
-    async fn call(self: Arc<Self>, method: String, params: Value) -> Result<Value, RpcError> {
+    /// Replaces the driver of `name` with one started from the store's profile. The caller
+    /// holds `admin`.
+    async fn restart(&self, name: &str) -> Result<(), RpcError> {
+        let profile = self.profiles().get(name).map_err(|e| profile_error(&e))?;
+        let mut state = self.state.write().await;
+        if state.stopping {
+            return Err(Self::shutting_down());
+        }
+        // A stop is answered as soon as the driver has read it: requests before it in its
+        // queue only start engine work, they do not wait for a relay.
+        if let Some(old) = state.drivers.remove(name) {
+            old.stop().await;
+        }
+        let handle = driver::spawn(
+            self.store.clone(),
+            profile,
+            self.app_skew_secs,
+            self.events.clone(),
+        )
+        .map_err(|e| store_error(&e))?;
+        state.drivers.insert(name.to_string(), handle);
+        Ok(())
+    }
+
+    /// Waits (at most [`RELAY_WAIT`]) until the profile's first relay has a session, or
+    /// has just lost it; the engine then answers for itself.
+    async fn await_first_relay(&self, handle: &ProfileHandle) -> Result<(), RpcError> {
+        let mut events = self.events.subscribe();
+        let deadline = tokio::time::Instant::now() + RELAY_WAIT;
+        loop {
+            let (first, up) = handle
+                .read(|engine| {
+                    let first = engine.profile().relays.first().map(|r| *r.key());
+                    let up = engine
+                        .relay_status()
+                        .iter()
+                        .find(|(r, _)| Some(*r.key()) == first)
+                        .map(|(_, up)| *up);
+                    (first, up)
+                })
+                .await
+                .map_err(driver_error)?;
+            if up != Some(false) {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Err(_) | Ok(Err(broadcast::error::RecvError::Closed)) => return Ok(()),
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+                Ok(Ok(ProfileEvent { profile, event })) => {
+                    if profile == handle.name()
+                        && let Event::RelayDown { relay, .. } = event
+                        && relay.parse::<RelayAddress>().ok().map(|r| *r.key()) == first
+                    {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    async fn call(self: Arc<Self>, method: String, params_value: Value) -> Result<Value, RpcError> {
         match method.as_str() {
-            "profile.list" => Ok(json!(
-                self.profiles
-                    .keys()
-                    .map(|n| json!({"name": n, "current": self.current.as_deref() == Some(n.as_str())}))
-                    .collect::<Vec<_>>()
-            )),
+            "profile.list" => {
+                params(params_value, &[])?;
+                self.profile_list().await
+            }
+            "profile.create" => {
+                let p = params(
+                    params_value,
+                    &[
+                        "name",
+                        "relays",
+                        "display_name",
+                        "bio",
+                        "require_pinned_forwarding",
+                        "rotation_secs",
+                    ],
+                )?;
+                self.profile_create(&p).await
+            }
+            "profile.use" => {
+                let p = params(params_value, &["name"])?;
+                self.profile_use(&p).await
+            }
+            "profile.edit" => {
+                let p = params(params_value, &["profile", "display_name", "bio"])?;
+                self.profile_edit(&p).await
+            }
+            "profile.rotation" => {
+                let p = params(params_value, &["profile", "period_secs"])?;
+                self.profile_rotation(&p).await
+            }
+            "profile.delete" => {
+                let p = params(params_value, &["name"])?;
+                self.profile_delete(&p).await
+            }
+            "relay.list" => {
+                let p = params(params_value, &["profile"])?;
+                let handle = self.target(&p).await?;
+                let profile = self
+                    .profiles()
+                    .get(handle.name())
+                    .map_err(|e| profile_error(&e))?;
+                Ok(relays_json(&profile))
+            }
+            "relay.pin" | "relay.unpin" => {
+                let p = params(params_value, &["profile", "address"])?;
+                self.relay_change(&p, method == "relay.pin").await
+            }
+            "relay.status" => {
+                let p = params(params_value, &["profile"])?;
+                let handle = self.target(&p).await?;
+                handle
+                    .read(|engine| {
+                        let outbox = engine.outbox_state();
+                        json!({
+                            "relays": engine.relay_status().iter().map(|(r, up)| json!({"relay": r.to_string(), "up": up})).collect::<Vec<_>>(),
+                            "outbox": {"waiting": outbox.waiting, "at_relay": outbox.at_relay},
+                        })
+                    })
+                    .await
+                    .map_err(driver_error)
+            }
             "contacts.list" => {
-                let handle = self.profile(&params)?;
+                let p = params(params_value, &["profile"])?;
+                let handle = self.target(&p).await?;
                 handle
                     .read(|engine| {
                         engine
@@ -184,11 +491,7 @@ impl Methods {
                                         ContactState::Connected => "connected",
                                         ContactState::AwaitingReply => "awaiting_reply",
                                     },
-                                    "trust": match c.trust {
-                                        crate::contact::Trust::Scanned => "scanned",
-                                        crate::contact::Trust::Pasted => "pasted",
-                                        crate::contact::Trust::Invited => "invited",
-                                    },
+                                    "trust": trust_name(c.trust),
                                     "verified": c.verified,
                                     "inbound_queues": c.inbound.len(),
                                     "gaps": c.gaps,
@@ -201,108 +504,55 @@ impl Methods {
                     .map_err(driver_error)
             }
             "message.send" => {
-                let handle = self.profile(&params)?;
+                let p = params(params_value, &["profile", "contact", "text"])?;
+                let handle = self.target(&p).await?;
                 let request = Request::Send {
-                    contact: text_param(&params, "contact")?,
-                    text: text_param(&params, "text")?,
+                    contact: text(&p, "contact")?,
+                    text: text(&p, "text")?,
                 };
                 match handle.request(request).await.map_err(driver_error)? {
                     Reply::Sent { seq, id, sent, .. } => {
                         Ok(json!({"seq": seq, "id": hex(&id), "state": sent.name()}))
                     }
-                    other => Err(RpcError::internal(format!("unexpected reply {other:?}"))),
+                    other => Err(unexpected(&other)),
                 }
             }
             "message.history" => {
-                let handle = self.profile(&params)?;
-                let alias = text_param(&params, "contact")?;
-                let after = params.get("after_seq").and_then(Value::as_u64);
-                let id = handle
-                    .read(move |engine| engine.contact(&alias).map(|c| (c.id, c.alias.clone())))
-                    .await
-                    .map_err(driver_error)?
-                    .map_err(|e| rpc_error(&e))?;
-                let store = self.store.clone();
-                let rows = store
-                    .list::<Message>(MESSAGES)
-                    .map_err(|e| RpcError::new(codes::STORE, e.to_string()))?;
-                let mut rows: Vec<(Vec<u8>, Message)> = rows
-                    .into_iter()
-                    .filter(|(k, m)| k.starts_with(&id.0) && after.is_none_or(|a| m.seq > a))
-                    .collect();
-                rows.sort_by(|a, b| a.0.cmp(&b.0));
-                Ok(json!(rows.iter().map(|(_, m)| json!({
-                    "seq": m.seq,
-                    "from": match m.direction { Direction::In => id.1.as_str(), Direction::Out => "you" },
-                    "text": m.text,
-                    "at": m.at,
-                    "sent": m.sent,
-                    "delivered": m.delivered,
-                })).collect::<Vec<_>>()))
+                let p = params(params_value, &["profile", "contact", "after_seq"])?;
+                self.message_history(&p).await
             }
             "invite.create" => {
-                let handle = self.profile(&params)?;
+                let p = params(params_value, &["profile", "alias"])?;
+                let handle = self.target(&p).await?;
                 let request = Request::Invite {
-                    alias: opt_text(&params, "alias"),
+                    alias: opt_text(&p, "alias")?,
                 };
+                self.await_first_relay(&handle).await?;
                 match handle.request(request).await.map_err(driver_error)? {
                     Reply::Invitation(i) => invitation_json(&i),
-                    other => Err(RpcError::internal(format!("unexpected reply {other:?}"))),
+                    other => Err(unexpected(&other)),
                 }
             }
             "invite.rekey" => {
-                let handle = self.profile(&params)?;
+                let p = params(params_value, &["profile", "contact"])?;
+                let handle = self.target(&p).await?;
                 let request = Request::InviteRekey {
-                    contact: text_param(&params, "contact")?,
+                    contact: text(&p, "contact")?,
                 };
                 match handle.request(request).await.map_err(driver_error)? {
                     Reply::Invitation(i) => invitation_json(&i),
-                    other => Err(RpcError::internal(format!("unexpected reply {other:?}"))),
+                    other => Err(unexpected(&other)),
                 }
             }
             "connect" => {
-                let handle = self.profile(&params)?;
-                let decoded = match (opt_text(&params, "link"), opt_text(&params, "image_base64")) {
-                    (Some(link), _) => petrel_qr::parse_pasted(&link)
-                        .map_err(|e| RpcError::new(codes::BAD_LINK, format!("not a Petrel link: {e}")))?,
-                    (None, Some(image)) => {
-                        let bytes = data_encoding::BASE64.decode(image.as_bytes()).map_err(|e| {
-                            RpcError::new(codes::BAD_IMAGE, format!("`image_base64` is not base64: {e}"))
-                        })?;
-                        petrel_qr::scan_image(&bytes)
-                            .map_err(|e| RpcError::new(codes::BAD_IMAGE, format!("no Petrel code in the image: {e}")))?
-                    }
-                    (None, None) => {
-                        return Err(RpcError::invalid_params("give `link` or `image_base64`"));
-                    }
-                };
-                let invitation = decoded.invitation().cloned().ok_or_else(|| {
-                    RpcError::new(
-                        codes::NOT_AN_INVITATION,
-                        "this code is a relay address, not an invitation",
-                    )
-                })?;
-                let request = Request::Connect {
-                    invitation,
-                    provenance: decoded.provenance,
-                    alias: opt_text(&params, "alias"),
-                };
-                match handle.request(request).await.map_err(driver_error)? {
-                    Reply::Connected(Connected::Contact {
-                        alias,
-                        trust,
-                        delivered,
-                    }) => Ok(json!({"contact": alias, "trust": trust.name(), "delivered": delivered})),
-                    Reply::Connected(Connected::Rekeyed { alias }) => {
-                        Ok(json!({"contact": alias, "rekeyed": true}))
-                    }
-                    other => Err(RpcError::internal(format!("unexpected reply {other:?}"))),
-                }
+                let p = params(params_value, &["profile", "link", "image_base64", "alias"])?;
+                self.connect(&p).await
             }
             "contact.verify" => {
-                let handle = self.profile(&params)?;
-                let alias = text_param(&params, "contact")?;
-                let mark = params.get("mark").and_then(Value::as_bool).unwrap_or(false);
+                let p = params(params_value, &["profile", "contact", "mark"])?;
+                let handle = self.target(&p).await?;
+                let alias = text(&p, "contact")?;
+                let mark = opt_bool(&p, "mark")?.unwrap_or(false);
                 let lookup = alias.clone();
                 let (code, verified) = handle
                     .read(move |engine| {
@@ -322,27 +572,235 @@ impl Methods {
                 Ok(json!({"code": code, "verified": verified || mark}))
             }
             "contact.rotate" => {
-                let handle = self.profile(&params)?;
+                let p = params(params_value, &["profile", "contact"])?;
+                let handle = self.target(&p).await?;
                 let request = Request::Rotate {
-                    contact: text_param(&params, "contact")?,
+                    contact: text(&p, "contact")?,
                 };
+                self.await_first_relay(&handle).await?;
                 handle.request(request).await.map_err(driver_error)?;
                 Ok(json!({"started": true}))
             }
-            "relay.status" => {
-                let handle = self.profile(&params)?;
-                handle
-                    .read(|engine| {
-                        let outbox = engine.outbox_state();
-                        json!({
-                            "relays": engine.relay_status().iter().map(|(r, up)| json!({"relay": r.to_string(), "up": up})).collect::<Vec<_>>(),
-                            "outbox": {"waiting": outbox.waiting, "at_relay": outbox.at_relay},
-                        })
-                    })
-                    .await
-                    .map_err(driver_error)
-            }
             other => Err(RpcError::method_not_found(other)),
+        }
+    }
+
+    async fn profile_list(&self) -> Result<Value, RpcError> {
+        let current = self.state.read().await.current.clone();
+        let all = self.profiles().list().map_err(|e| profile_error(&e))?;
+        Ok(json!(
+            all.iter()
+                .map(|p| profile_json(p, current.as_deref()))
+                .collect::<Vec<_>>()
+        ))
+    }
+
+    async fn profile_create(&self, p: &Params) -> Result<Value, RpcError> {
+        let name = text(p, "name")?;
+        let display_name = opt_text(p, "display_name")?.unwrap_or_else(|| name.clone());
+        let bio = opt_text(p, "bio")?.filter(|b| !b.is_empty());
+        let require_pinned_forwarding = opt_bool(p, "require_pinned_forwarding")?.unwrap_or(false);
+        let rotation_secs = opt_u64(p, "rotation_secs")?.unwrap_or(DEFAULT_ROTATION_SECS);
+        let profile = Profile {
+            relays: relay_list(p, "relays")?,
+            name,
+            display_name,
+            bio,
+            require_pinned_forwarding,
+            rotation_secs,
+        };
+        let _admin = self.admin.lock().await;
+        if self.state.read().await.stopping {
+            return Err(Self::shutting_down());
+        }
+        let profiles = self.profiles();
+        profiles
+            .create(&mut rand::rng(), profile.clone())
+            .map_err(|e| profile_error(&e))?;
+        let current = profiles.current_name().map_err(|e| profile_error(&e))?;
+        let handle = driver::spawn(
+            self.store.clone(),
+            profile.clone(),
+            self.app_skew_secs,
+            self.events.clone(),
+        )
+        .map_err(|e| store_error(&e))?;
+        let mut state = self.state.write().await;
+        state.drivers.insert(profile.name.clone(), handle);
+        state.current = current;
+        Ok(profile_json(&profile, state.current.as_deref()))
+    }
+
+    async fn profile_use(&self, p: &Params) -> Result<Value, RpcError> {
+        let name = text(p, "name")?;
+        let _admin = self.admin.lock().await;
+        self.profiles()
+            .select(&mut rand::rng(), &name)
+            .map_err(|e| profile_error(&e))?;
+        self.state.write().await.current = Some(name.clone());
+        Ok(json!({"current": name}))
+    }
+
+    async fn profile_edit(&self, p: &Params) -> Result<Value, RpcError> {
+        let display_name = opt_text(p, "display_name")?;
+        let bio = opt_text(p, "bio")?;
+        // Under `admin`, the driver looked up is not replaced before the announcement.
+        let _admin = self.admin.lock().await;
+        let handle = self.target(p).await?;
+        let profile = self
+            .profiles()
+            .edit_card(&mut rand::rng(), handle.name(), display_name, bio)
+            .map_err(|e| profile_error(&e))?;
+        let card = ProfileCard {
+            display_name: profile.display_name,
+            bio: profile.bio,
+        };
+        // The engine answers an announcement at once: the cards wait in the outbox.
+        match handle
+            .request(Request::Announce { card })
+            .await
+            .map_err(driver_error)?
+        {
+            Reply::Announced { contacts } => Ok(json!({"announced": contacts})),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn profile_rotation(&self, p: &Params) -> Result<Value, RpcError> {
+        let secs = opt_u64(p, "period_secs")?.ok_or_else(|| {
+            RpcError::invalid_params("`period_secs` (a number of seconds) is required")
+        })?;
+        let _admin = self.admin.lock().await;
+        let handle = self.target(p).await?;
+        self.profiles()
+            .set_rotation(&mut rand::rng(), handle.name(), secs)
+            .map_err(|e| profile_error(&e))?;
+        self.restart(handle.name()).await?;
+        Ok(json!({"rotation_secs": secs}))
+    }
+
+    async fn profile_delete(&self, p: &Params) -> Result<Value, RpcError> {
+        let name = text(p, "name")?;
+        let _admin = self.admin.lock().await;
+        let profiles = self.profiles();
+        profiles.get(&name).map_err(|e| profile_error(&e))?;
+        let old = {
+            let mut state = self.state.write().await;
+            if state.stopping {
+                return Err(Self::shutting_down());
+            }
+            state.drivers.remove(&name)
+        };
+        if let Some(old) = old {
+            old.stop().await;
+        }
+        profiles.delete(&name).map_err(|e| profile_error(&e))?;
+        let removed = crate::client::delete_profile_data(&self.store, &name)
+            .map_err(|e| RpcError::new(codes::STORE, e.to_string()))?;
+        let current = profiles.current_name().map_err(|e| profile_error(&e))?;
+        self.state.write().await.current = current;
+        Ok(json!({"removed": removed}))
+    }
+
+    async fn relay_change(&self, p: &Params, pin: bool) -> Result<Value, RpcError> {
+        let address = text(p, "address")?;
+        opt_text(p, "profile")?; // every type error before any value error
+        let address = relay_address(&address)?;
+        let _admin = self.admin.lock().await;
+        let handle = self.target(p).await?;
+        let profiles = self.profiles();
+        let name = handle.name();
+        if pin {
+            profiles.pin(&mut rand::rng(), name, address)
+        } else {
+            profiles.unpin(&mut rand::rng(), name, &address)
+        }
+        .map_err(|e| profile_error(&e))?;
+        self.restart(name).await?;
+        let profile = profiles.get(name).map_err(|e| profile_error(&e))?;
+        Ok(relays_json(&profile))
+    }
+
+    async fn message_history(&self, p: &Params) -> Result<Value, RpcError> {
+        let handle = self.target(p).await?;
+        let alias = text(p, "contact")?;
+        let after = opt_u64(p, "after_seq")?;
+        let (id, alias) = handle
+            .read(move |engine| engine.contact(&alias).map(|c| (c.id, c.alias.clone())))
+            .await
+            .map_err(driver_error)?
+            .map_err(|e| rpc_error(&e))?;
+        let rows = self
+            .store
+            .list::<Message>(MESSAGES)
+            .map_err(|e| store_error(&e))?;
+        let mut rows: Vec<(Vec<u8>, Message)> = rows
+            .into_iter()
+            .filter(|(k, m)| k.starts_with(&id) && after.is_none_or(|a| m.seq > a))
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(json!(rows.iter().map(|(_, m)| json!({
+            "seq": m.seq,
+            "from": match m.direction { Direction::In => alias.as_str(), Direction::Out => "you" },
+            "text": m.text,
+            "at": m.at,
+            "sent": m.sent,
+            "delivered": m.delivered,
+        })).collect::<Vec<_>>()))
+    }
+
+    async fn connect(&self, p: &Params) -> Result<Value, RpcError> {
+        let handle = self.target(p).await?;
+        let decoded = match (opt_text(p, "link")?, opt_text(p, "image_base64")?) {
+            (Some(_), Some(_)) => {
+                return Err(RpcError::invalid_params(
+                    "give `link` or `image_base64`, not both",
+                ));
+            }
+            (Some(link), None) => petrel_qr::parse_pasted(&link)
+                .map_err(|e| RpcError::new(codes::BAD_LINK, format!("not a Petrel link: {e}")))?,
+            (None, Some(image)) => {
+                let bytes = data_encoding::BASE64
+                    .decode(image.as_bytes())
+                    .map_err(|e| {
+                        RpcError::new(
+                            codes::BAD_IMAGE,
+                            format!("`image_base64` is not base64: {e}"),
+                        )
+                    })?;
+                petrel_qr::scan_image(&bytes).map_err(|e| {
+                    RpcError::new(
+                        codes::BAD_IMAGE,
+                        format!("no Petrel code in the image: {e}"),
+                    )
+                })?
+            }
+            (None, None) => {
+                return Err(RpcError::invalid_params("give `link` or `image_base64`"));
+            }
+        };
+        let invitation = decoded.invitation().cloned().ok_or_else(|| {
+            RpcError::new(
+                codes::NOT_AN_INVITATION,
+                "this code is a relay address, not an invitation",
+            )
+        })?;
+        let request = Request::Connect {
+            invitation,
+            provenance: decoded.provenance,
+            alias: opt_text(p, "alias")?,
+        };
+        self.await_first_relay(&handle).await?;
+        match handle.request(request).await.map_err(driver_error)? {
+            Reply::Connected(Connected::Contact {
+                alias,
+                trust,
+                delivered,
+            }) => Ok(json!({"contact": alias, "trust": trust_name(trust), "delivered": delivered})),
+            Reply::Connected(Connected::Rekeyed { alias }) => {
+                Ok(json!({"contact": alias, "rekeyed": true}))
+            }
+            other => Err(unexpected(&other)),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! `petrel serve`: one long-running process per home. Every profile's engine runs on its
 //! own driver (`driver`), always connected and subscribed, pushing messages the moment
 //! they arrive; the local API (`crate::api`, `specs/api.md`) lets the CLI, bots and apps
-//! use the profiles at the same time (`handler`). SIGTERM or SIGINT: every driver
+//! use the profiles at the same time (`handler`), and manage them: profiles created,
+//! edited or deleted and relays pinned through the API take effect at once (the CLI
+//! cannot open the locked store while the server runs). SIGTERM or SIGINT: every driver
 //! finishes the store write in progress and closes its sessions, the API closes, exit 0.
 
 pub mod driver;
@@ -60,21 +62,23 @@ pub async fn run(
     ready(server.local_addr(), server.token_file());
     let methods = Arc::new(handler::Methods::new(
         store.clone(),
-        handles.clone(),
+        app_skew_secs,
+        events.clone(),
+        handles,
         current,
     ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let api = tokio::spawn(server.serve(
-        Arc::new(handler::ApiHandler(methods)),
+        Arc::new(handler::ApiHandler(methods.clone())),
         notifications,
         async move {
             let _ = stop_rx.await;
         },
     ));
     shutdown.await;
-    for handle in handles.values() {
-        handle.stop().await;
-    }
+    // Drivers first (each finishes its store write, closes its sessions), then the API:
+    // calls that arrive in between are answered `SHUTTING_DOWN`.
+    methods.stop_all().await;
     let _ = stop_tx.send(());
     api.await??;
     Ok(())
