@@ -30,12 +30,7 @@ use petrel_qr::{Payload as QrPayload, Purpose, QrCode};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{Mutex, RwLock, broadcast};
-
-/// How long a call that needs a session with the profile's first relay (`invite.create`,
-/// `connect`, `contact.rotate`) waits for one when the profile has just started.
-pub const RELAY_WAIT: Duration = Duration::from_secs(10);
 
 /// The rotation period of a profile created without `rotation_secs` (7 days, as the CLI).
 pub const DEFAULT_ROTATION_SECS: u64 = 7 * 86_400;
@@ -375,42 +370,6 @@ impl Methods {
         Ok(())
     }
 
-    /// Waits (at most [`RELAY_WAIT`]) until the profile's first relay has a session, or
-    /// has just lost it; the engine then answers for itself.
-    async fn await_first_relay(&self, handle: &ProfileHandle) -> Result<(), RpcError> {
-        let mut events = self.events.subscribe();
-        let deadline = tokio::time::Instant::now() + RELAY_WAIT;
-        loop {
-            let (first, up) = handle
-                .read(|engine| {
-                    let first = engine.profile().relays.first().map(|r| *r.key());
-                    let up = engine
-                        .relay_status()
-                        .iter()
-                        .find(|(r, _)| Some(*r.key()) == first)
-                        .map(|(_, up)| *up);
-                    (first, up)
-                })
-                .await
-                .map_err(driver_error)?;
-            if up != Some(false) {
-                return Ok(());
-            }
-            match tokio::time::timeout_at(deadline, events.recv()).await {
-                Err(_) | Ok(Err(broadcast::error::RecvError::Closed)) => return Ok(()),
-                Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
-                Ok(Ok(ProfileEvent { profile, event })) => {
-                    if profile == handle.name()
-                        && let Event::RelayDown { relay, .. } = event
-                        && relay.parse::<RelayAddress>().ok().map(|r| *r.key()) == first
-                    {
-                        return Ok(());
-                    }
-                }
-            }
-        }
-    }
-
     async fn call(self: Arc<Self>, method: String, params_value: Value) -> Result<Value, RpcError> {
         match method.as_str() {
             "profile.list" => {
@@ -527,7 +486,6 @@ impl Methods {
                 let request = Request::Invite {
                     alias: opt_text(&p, "alias")?,
                 };
-                self.await_first_relay(&handle).await?;
                 match handle.request(request).await.map_err(driver_error)? {
                     Reply::Invitation(i) => invitation_json(&i),
                     other => Err(unexpected(&other)),
@@ -577,7 +535,6 @@ impl Methods {
                 let request = Request::Rotate {
                     contact: text(&p, "contact")?,
                 };
-                self.await_first_relay(&handle).await?;
                 handle.request(request).await.map_err(driver_error)?;
                 Ok(json!({"started": true}))
             }
@@ -790,7 +747,6 @@ impl Methods {
             provenance: decoded.provenance,
             alias: opt_text(p, "alias")?,
         };
-        self.await_first_relay(&handle).await?;
         match handle.request(request).await.map_err(driver_error)? {
             Reply::Connected(Connected::Contact {
                 alias,
