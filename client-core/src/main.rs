@@ -8,13 +8,12 @@ mod cli;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use cli::commands::Backend;
 use petrel_client::api::{ApiClient, ApiConfig};
-use petrel_client::client::{Client, Clock, Connected, Event, Sent};
-use petrel_client::contact::{ContactState, Direction};
-use petrel_client::profile::{Profile, Profiles};
+use petrel_client::serve::local::Local;
 use petrel_client::store::{KdfParams, Store};
 use petrel_federation::RelayAddress;
-use petrel_qr::{Invitation, Payload as QrPayload, Purpose, QrCode, TerminalStyle};
+use petrel_qr::{Invitation, Payload as QrPayload, QrCode, TerminalStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -118,7 +117,8 @@ enum Command {
     /// Talk to the relays once: finish handshakes, send the outbox, print new messages as
     /// `CONTACT: TEXT` lines, then exit.
     Sync {
-        /// If nothing new arrived, wait up to this many seconds for the first message.
+        /// If nothing new arrived, wait up to this many seconds for the first news (a message,
+        /// an answer to an invitation, a receipt), then read on.
         #[arg(long, value_name = "SECS")]
         wait: Option<u64>,
     },
@@ -311,28 +311,13 @@ fn parse_period(text: &str) -> Result<u64, String> {
     Ok(secs)
 }
 
-fn clock() -> Clock {
-    // Tests of periodic rotation move the application clock forward; relays still see the
-    // real time.
-    let skip_secs = std::env::var("PETREL_DANGEROUS_CLOCK_SKIP_SECS")
+/// Seconds added to the application clock: tests of periodic rotation move it forward;
+/// relays still see the real time.
+fn clock_skip_secs() -> u64 {
+    std::env::var("PETREL_DANGEROUS_CLOCK_SKIP_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    Clock { skip_secs }
-}
-
-fn print_events(events: Vec<Event>) {
-    for event in events {
-        match event {
-            Event::Message { contact, text } => println!("{contact}: {text}"),
-            Event::Connected { contact } => eprintln!("connected with {contact}"),
-            Event::Delivered { contact, count } => {
-                eprintln!("{contact} received {count} message(s)")
-            }
-            Event::Notice(text) => eprintln!("{text}"),
-            _ => {}
-        }
-    }
+        .unwrap_or(0)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -352,68 +337,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     {
         return serve(&home, listen, allow_remote);
     }
-    if home.join(petrel_client::api::SERVE_FILE).exists() {
-        let rt = runtime()?;
-        if let Some(api) = rt.block_on(ApiClient::discover(&home))? {
-            return rt.block_on(cli::remote::run(api, cli.profile, cli.command));
-        }
+    let rt = runtime()?;
+    if home.join(petrel_client::api::SERVE_FILE).exists()
+        && let Some(api) = rt.block_on(ApiClient::discover(&home))?
+    {
+        return rt.block_on(cli::commands::run(
+            Backend::Remote(api),
+            cli.profile,
+            cli.command,
+        ));
     }
     let store = open_store(&home)?;
-    let profiles = Profiles::new(&store);
-    let mut rng = rand::rng();
-    match cli.command {
-        Command::Profile(ProfileCommand::Edit { display_name, bio }) => {
-            let profile = profiles.resolve(cli.profile.as_deref())?;
-            let profile = profiles.edit_card(&mut rng, &profile.name, display_name, bio)?;
-            let rt = runtime()?;
-            rt.block_on(async {
-                let name = profile.name.clone();
-                let mut client = Client::new(&store, profile, clock());
-                let result = client.announce_profile(&mut rng).await;
-                print_events(client.take_events());
-                client.close().await;
-                println!("updated profile {name}; sent to {} contact(s)", result?);
-                anyhow::Ok(())
-            })?;
-        }
-        Command::Profile(cmd) => profile_command(&profiles, &store, cli.profile.as_deref(), cmd)?,
-        Command::Relay(cmd) => {
-            let profile = profiles.resolve(cli.profile.as_deref())?;
-            match cmd {
-                RelayCommand::Pin { address } => {
-                    profiles.pin(&mut rng, &profile.name, address)?;
-                    println!("pinned to {}", profile.name);
-                }
-                RelayCommand::Unpin { address } => {
-                    profiles.unpin(&mut rng, &profile.name, &address)?;
-                    println!("unpinned from {}", profile.name);
-                }
-                RelayCommand::List { json } => {
-                    if json {
-                        let rows: Vec<String> =
-                            profile.relays.iter().map(ToString::to_string).collect();
-                        println!("{}", serde_json::json!(rows));
-                    } else {
-                        for r in profile.relays {
-                            println!("{r}");
-                        }
-                    }
-                }
-            }
-        }
-        other => {
-            let profile = profiles.resolve(cli.profile.as_deref())?;
-            let rt = runtime()?;
-            rt.block_on(async {
-                let mut client = Client::new(&store, profile, clock());
-                let result = client_command(&mut client, &mut rng, other).await;
-                print_events(client.take_events());
-                client.close().await;
-                result
-            })?;
-        }
-    }
-    Ok(())
+    rt.block_on(async {
+        let local = Local::start(store, clock_skip_secs())?;
+        cli::commands::run(Backend::Local(local), cli.profile, cli.command).await
+    })
 }
 
 /// `petrel serve`: refuses to start next to a live server of the same home (the store's
@@ -443,7 +381,7 @@ fn serve(
             home,
             store,
             config,
-            clock().skip_secs,
+            clock_skip_secs(),
             |addr, token| {
                 println!(
                     "petrel serve: API at http://{addr}/api/v1, token in {}",
@@ -482,85 +420,6 @@ fn shutdown_signal() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> +
     })
 }
 
-fn profile_command(
-    profiles: &Profiles<'_>,
-    store: &Store,
-    selected: Option<&str>,
-    cmd: ProfileCommand,
-) -> anyhow::Result<()> {
-    let mut rng = rand::rng();
-    match cmd {
-        ProfileCommand::Create {
-            name,
-            relays,
-            display_name,
-            bio,
-            require_pinned_forwarding,
-            rotate_every,
-        } => {
-            let display_name = display_name.unwrap_or_else(|| name.clone());
-            profiles.create(
-                &mut rng,
-                Profile {
-                    name: name.clone(),
-                    display_name,
-                    bio,
-                    relays,
-                    require_pinned_forwarding,
-                    rotation_secs: rotate_every,
-                },
-            )?;
-            println!("created profile {name}");
-        }
-        ProfileCommand::Rotation { period } => {
-            let profile = profiles.resolve(selected)?;
-            profiles.set_rotation(&mut rng, &profile.name, period)?;
-            println!("{}: queues rotate every {period} s", profile.name);
-        }
-        ProfileCommand::List { json } => {
-            let current = profiles.current_name()?;
-            let all = profiles.list()?;
-            if json {
-                let rows: Vec<_> = all
-                    .iter()
-                    .map(|p| {
-                        serde_json::json!({
-                            "name": p.name,
-                            "display_name": p.display_name,
-                            "current": current.as_deref() == Some(p.name.as_str()),
-                            "relays": p.relays.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                            "rotation_secs": p.rotation_secs,
-                        })
-                    })
-                    .collect();
-                println!("{}", serde_json::Value::Array(rows));
-            } else if all.is_empty() {
-                println!("no profiles yet: petrel profile create NAME --relay ADDRESS");
-            } else {
-                for p in all {
-                    let mark = if current.as_deref() == Some(p.name.as_str()) {
-                        "*"
-                    } else {
-                        " "
-                    };
-                    println!("{mark} {}  ({} relay(s))", p.name, p.relays.len());
-                }
-            }
-        }
-        ProfileCommand::Edit { .. } => {} // handled in `run` (it needs the network)
-        ProfileCommand::Use { name } => {
-            profiles.select(&mut rng, &name)?;
-            println!("now using profile {name}");
-        }
-        ProfileCommand::Delete { name } => {
-            profiles.delete(&name)?;
-            let removed = petrel_client::client::delete_profile_data(store, &name)?;
-            println!("deleted profile {name} ({removed} record(s) of its contacts and messages)");
-        }
-    }
-    Ok(())
-}
-
 fn show_invitation(
     invitation: &Invitation,
     png: Option<PathBuf>,
@@ -590,221 +449,5 @@ fn show_invitation(
         eprintln!("QR code written to {}", path.display());
     }
     println!("{}", payload.to_link().context("cannot encode the link")?);
-    Ok(())
-}
-
-async fn client_command<R: rand_core::CryptoRng + ?Sized>(
-    client: &mut Client<'_>,
-    rng: &mut R,
-    command: Command,
-) -> anyhow::Result<()> {
-    match command {
-        Command::Invite {
-            png,
-            svg,
-            alias,
-            rekey,
-            no_terminal,
-        } => {
-            let invitation = match rekey {
-                Some(contact) => client.invite_rekey(rng, &contact)?,
-                None => client.invite(rng, alias).await?,
-            };
-            show_invitation(&invitation, png, svg, !no_terminal)?;
-            match invitation.purpose {
-                Purpose::Connect => eprintln!(
-                    "one-time invitation: show it to one contact, then run `petrel sync --wait 60`"
-                ),
-                Purpose::Rekey => eprintln!(
-                    "re-key code: your contact scans it with `petrel connect --image FILE`"
-                ),
-            }
-        }
-        Command::Connect { link, image, alias } => {
-            let decoded = match (link, image) {
-                (_, Some(path)) => {
-                    let bytes = std::fs::read(&path)
-                        .with_context(|| format!("cannot read {}", path.display()))?;
-                    petrel_qr::scan_image(&bytes)
-                        .with_context(|| format!("no Petrel code in {}", path.display()))?
-                }
-                (Some(text), None) => {
-                    petrel_qr::parse_pasted(&text).context("not a Petrel link")?
-                }
-                (None, None) => anyhow::bail!("give a link or --image FILE"),
-            };
-            let invitation = decoded
-                .invitation()
-                .ok_or(petrel_client::client::ClientError::NotAnInvitation)?
-                .clone();
-            match client
-                .connect(rng, &invitation, decoded.provenance, alias)
-                .await?
-            {
-                Connected::Contact {
-                    alias,
-                    trust,
-                    delivered,
-                } => {
-                    println!("invitation answered: contact {alias} ({})", trust.name());
-                    if delivered {
-                        eprintln!("run `petrel sync --wait 60` to complete the connection");
-                    }
-                }
-                Connected::Rekeyed { alias } => {
-                    println!("re-keying with {alias}: it completes with the next messages");
-                }
-            }
-        }
-        Command::Contacts { json } => {
-            let contacts = client.contacts()?;
-            if json {
-                let rows: Vec<_> = contacts
-                    .iter()
-                    .map(|c| {
-                        serde_json::json!({
-                            "alias": c.alias,
-                            "display_name": c.peer.as_ref().map(|p| p.display_name.clone()),
-                            "bio": c.peer.as_ref().and_then(|p| p.bio.clone()),
-                            "state": match c.state {
-                                ContactState::Connected => "connected",
-                                ContactState::AwaitingReply => "awaiting reply",
-                            },
-                            "trust": c.trust.name(),
-                            "verified": c.verified,
-                            "inbound_queues": c.inbound.len(),
-                            "gaps": c.gaps,
-                        })
-                    })
-                    .collect();
-                println!("{}", serde_json::Value::Array(rows));
-            } else if contacts.is_empty() {
-                println!("no contacts yet: `petrel invite` or `petrel connect LINK`");
-            } else {
-                for c in contacts {
-                    let state = match c.state {
-                        ContactState::Connected => "connected",
-                        ContactState::AwaitingReply => "awaiting reply",
-                    };
-                    let verified = if c.verified { ", verified" } else { "" };
-                    let name = c
-                        .peer
-                        .as_ref()
-                        .map(|p| format!(" ({})", p.display_name))
-                        .unwrap_or_default();
-                    println!("{}{name}  {state}, {}{verified}", c.alias, c.trust.name());
-                }
-            }
-        }
-        Command::Verify { contact, mark } => {
-            let c = client.contact(&contact)?;
-            println!("security code with {}:", c.alias);
-            println!("{}", c.session.safety_code());
-            if mark {
-                client.mark_verified(rng, &contact)?;
-                eprintln!("{} marked as verified", c.alias);
-            } else {
-                eprintln!(
-                    "compare it with {}'s screen; if it matches, run `petrel verify {} --mark`",
-                    c.alias, c.alias
-                );
-            }
-        }
-        Command::Rotate { contact } => {
-            client.rotate(rng, &contact).await?;
-            println!("rotation started: it completes when {contact} next syncs");
-        }
-        Command::Send { contact, text } => match client.send_text(rng, &contact, &text).await? {
-            Sent::Stored => eprintln!("sent"),
-            Sent::AtRelay => {
-                eprintln!("sent to your relay: it delivers it when {contact}'s relay answers")
-            }
-            Sent::Queued => {
-                eprintln!("queued: your relay did not answer; `petrel sync` sends it later")
-            }
-        },
-        Command::Sync { wait } => {
-            let received = client
-                .sync(rng, wait.map(std::time::Duration::from_secs))
-                .await?;
-            let waiting = client.outbox_len()?;
-            if waiting > 0 {
-                eprintln!("{waiting} message(s) wait in the outbox");
-            }
-            if received == 0 {
-                eprintln!("nothing new");
-            }
-        }
-        Command::Listen => {
-            eprintln!("listening (Ctrl-C to stop)");
-            tokio::select! {
-                r = client.listen(rng, print_events, None) => r?,
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Command::Chat { contact } => {
-            let c = client.contact(&contact)?;
-            let history = client.messages(&c)?;
-            for m in history.iter().rev().take(10).rev() {
-                let who = match m.direction {
-                    Direction::In => c.alias.as_str(),
-                    Direction::Out => "you",
-                };
-                println!("{who}: {}", m.text);
-            }
-            eprintln!(
-                "chatting with {} — type a line and press Enter; Ctrl-D to quit",
-                c.alias
-            );
-            let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-            let alias = c.alias.clone();
-            tokio::spawn(async move {
-                use tokio::io::AsyncBufReadExt;
-                let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if line.trim().is_empty() {
-                        continue;
-                    }
-                    if tx.send((alias.clone(), line)).await.is_err() {
-                        break;
-                    }
-                }
-            });
-            tokio::select! {
-                r = client.listen(rng, print_events, Some(&mut rx)) => r?,
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Command::History { contact, json } => {
-            let c = client.contact(&contact)?;
-            let history = client.messages(&c)?;
-            if json {
-                let rows: Vec<_> = history
-                    .iter()
-                    .map(|m| {
-                        serde_json::json!({
-                            "from": match m.direction { Direction::In => c.alias.as_str(), Direction::Out => "you" },
-                            "text": m.text,
-                            "at": m.at,
-                            "sent": m.sent,
-                            "delivered": m.delivered,
-                        })
-                    })
-                    .collect();
-                println!("{}", serde_json::Value::Array(rows));
-            } else {
-                for m in history {
-                    let (who, mark) = match m.direction {
-                        Direction::In => (c.alias.as_str(), ""),
-                        Direction::Out if m.delivered => ("you", " ✓✓"),
-                        Direction::Out if m.sent => ("you", " ✓"),
-                        Direction::Out => ("you", " (queued)"),
-                    };
-                    println!("{who}: {}{mark}", m.text);
-                }
-            }
-        }
-        Command::Profile(_) | Command::Relay(_) | Command::Serve { .. } => {}
-    }
     Ok(())
 }

@@ -130,6 +130,21 @@ impl User {
                 let _ = Command::new("kill")
                     .args(["-KILL", &pid.to_string()])
                     .status();
+                if let Ok(Ok(out)) = rx.recv() {
+                    let err = String::from_utf8_lossy(&out.stderr);
+                    let tail: String = err
+                        .chars()
+                        .rev()
+                        .take(3000)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect();
+                    eprintln!(
+                        "{}: stderr of the killed command, its end:\n{tail}",
+                        self.label
+                    );
+                }
                 panic!(
                     "{}: `petrel {}` did not finish within {CLI_TIMEOUT:?}",
                     self.label,
@@ -605,13 +620,13 @@ fn two_people_pair_talk_rotate_and_rekey_through_two_relays() {
     assert!(mallory.sync().is_empty());
     let m_view = mallory.contacts();
     assert_eq!(m_view.len(), 1, "{m_view:?}");
-    assert_eq!(m_view[0]["state"], "awaiting reply");
+    assert_eq!(m_view[0]["state"], "awaiting_reply");
     let m_alias = m_view[0]["alias"].as_str().unwrap().to_string();
     let m_send = mallory.fails(&["send", &m_alias, "mallory tries to talk to bob"]);
     assert!(m_send.contains("has not answered"), "{m_send}");
     keys.collect(&mallory);
     let c_view = carol.contact(BOB_NAME);
-    assert_eq!(c_view["trust"], "pasted link");
+    assert_eq!(c_view["trust"], "pasted");
     assert_eq!(c_view["state"], "connected");
     let mut carol_sent = Vec::new();
     carol.send(BOB_NAME, "carol here, same relay as you", &mut carol_sent);

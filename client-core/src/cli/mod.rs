@@ -1,4 +1,4 @@
-//! Parts of the `petrel` binary that are not argument parsing: `remote` runs the CLI's
-//! commands through a running `petrel serve` (its local API) instead of the store.
+//! Parts of the `petrel` binary that are not argument parsing: `commands` runs every
+//! command as calls of the API's methods, on a running `petrel serve` or in process.
 
-pub(crate) mod remote;
+pub(crate) mod commands;

@@ -170,7 +170,20 @@ impl Engine {
                 return Ok(());
             }
             Err(e) => {
-                self.notice(format!("a message from {} was dropped: {e}", contact.alias));
+                // Nothing has come from an invited contact yet but its confirmation, on
+                // the invitation's own queue: what no key opens is a second answer to the
+                // invitation (the link was shared), sent before the queue was secured.
+                let second_answer = contact.trust == crate::contact::Trust::Invited
+                    && contact.recent_ids.is_empty()
+                    && contact.inbound.len() == 1;
+                if second_answer {
+                    self.notice(
+                        "one of your invitations was answered more than once (was it shared?): \
+                         only the first answer was accepted",
+                    );
+                } else {
+                    self.notice(format!("a message from {} was dropped: {e}", contact.alias));
+                }
                 self.ack(&queue.recipient_id, msg_id);
                 return Ok(());
             }

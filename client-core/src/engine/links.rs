@@ -139,6 +139,11 @@ impl Links {
             .is_some_and(|l| l.state == State::Connecting)
     }
 
+    /// Whether any session is being opened.
+    pub(super) fn any_connecting(&self) -> bool {
+        self.links.values().any(|l| l.state == State::Connecting)
+    }
+
     /// The relay's address, if it is wanted.
     pub(super) fn address(&self, relay: &RelayKey) -> Option<&RelayAddress> {
         self.links.get(relay).map(|l| &l.address)

@@ -32,6 +32,7 @@
 //! `outbox` (sending in order, forwarding, FORWARD_STATUS) and `housekeeping` (periodic
 //! rotation, invitation expiry, retired queues).
 
+mod drain;
 mod error;
 mod housekeeping;
 mod inbound;
@@ -96,6 +97,10 @@ enum Pending {
     ForwardStatus {
         key: Vec<u8>,
     },
+    /// A GET that tells whether a queue being drained is empty (`drain`).
+    Probe {
+        recipient_id: QueueId,
+    },
 }
 
 /// One profile's client engine. See the module documentation for how to drive it.
@@ -123,6 +128,13 @@ pub struct Engine {
     receipt_due: Option<u64>,
     housekeeping_due: u64,
     last_outbox_report: Option<OutboxState>,
+    /// Whether queues are SUBscribed when their session opens (always in `petrel serve`;
+    /// a one-shot command that only sends does not read).
+    receiving: bool,
+    /// Set by `Request::Sync`: every subscription and every answered ACK is followed by a
+    /// GET (`drain`).
+    draining: bool,
+    probing: BTreeMap<QueueId, drain::Probe>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -169,10 +181,20 @@ impl Engine {
             receipt_due: None,
             housekeeping_due: now_ms,
             last_outbox_report: None,
+            receiving: true,
+            draining: false,
+            probing: BTreeMap::new(),
         };
         engine.ensure_links();
         engine.report_outbox();
         engine
+    }
+
+    /// An engine that does not read its queues until a `Request::Sync` (a one-shot
+    /// command that only sends or creates): nothing is SUBscribed when a session opens.
+    pub fn send_only(mut self) -> Self {
+        self.receiving = false;
+        self
     }
 
     /// The profile this engine runs.
@@ -257,6 +279,10 @@ impl Engine {
             Request::Rotate { contact } => self.rotate(op, &contact, rng),
             Request::MarkVerified { contact } => self.mark_verified(&contact).map(Some),
             Request::Announce { card } => self.announce(card, rng).map(Some),
+            Request::Sync => {
+                self.start_sync();
+                Ok(Some(Reply::Done))
+            }
         };
         match started {
             Ok(Some(reply)) => self.done(op, Ok(reply)),
@@ -282,7 +308,9 @@ impl Engine {
                 .partition(|e| matches!(e, Effect::Transmit { relay: r, .. } if r == relay));
             self.held = later;
             self.effects.extend::<Vec<Effect>>(now);
-            self.subscribe_all(relay);
+            if self.receiving {
+                self.subscribe_all(relay);
+            }
             self.delete_retired();
             self.pump(rng);
         }
@@ -634,7 +662,15 @@ impl Engine {
                 recipient_id,
                 msg_id,
                 signed,
-            } => self.ack_answered(recipient_id, msg_id, signed, response),
+            } => {
+                let done =
+                    signed || response != Response::Error(petrel_federation::ErrorCode::Auth);
+                self.ack_answered(recipient_id, msg_id, signed, response);
+                if done {
+                    self.ack_done(recipient_id);
+                }
+            }
+            Pending::Probe { recipient_id } => self.probe_answered(recipient_id, response),
             Pending::Queue(step) => self.queue_step(relay, *step, response, rng),
             Pending::Confirmation(accepting) => {
                 self.confirmation_step(relay, *accepting, response, rng)
@@ -680,6 +716,7 @@ impl Engine {
             Pending::ForwardStatus { key } => {
                 self.outbox_state.polling.remove(&key);
             }
+            Pending::Probe { recipient_id } => self.probe_failed(recipient_id),
         }
     }
 
@@ -709,11 +746,13 @@ impl Engine {
             command,
             Pending::Subscribe,
         );
+        self.probe(queue);
     }
 
     fn resubscribe(&mut self, relay: &RelayKey, recipient_id: QueueId) {
         let queue = self.find_queue(&recipient_id).map(|(q, _)| q);
-        if let Some(queue) = queue
+        if self.receiving
+            && let Some(queue) = queue
             && queue.relay.key() == relay
         {
             self.subscribe(&queue);
@@ -740,6 +779,7 @@ impl Engine {
 
     /// Bookkeeping at the end of every input: sessions for new queues, the outbox report.
     fn after_input(&mut self) {
+        self.forget_unread_probes();
         self.ensure_links();
         self.report_outbox();
     }

@@ -111,6 +111,9 @@ pub enum Request {
         /// The new card.
         card: ProfileCard,
     },
+    /// Read every queue until it is empty, and receive from then on (`drain`); done at
+    /// once, [`Engine::is_settled`](super::Engine::is_settled) says when the reading is.
+    Sync,
 }
 
 /// What a finished request produced.

@@ -52,7 +52,18 @@ type Reader = Box<dyn FnOnce(&Engine) + Send>;
 enum Call {
     Request(Request, oneshot::Sender<Result<Reply, Error>>),
     Read(Reader),
+    Settle(oneshot::Sender<()>),
     Stop(oneshot::Sender<()>),
+}
+
+/// How a driver runs its profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `petrel serve`: every session opened at once, every queue subscribed.
+    Serve,
+    /// One `petrel` command: no session is opened until the first request (reads of the
+    /// engine's state need none), and queues are read only after `Request::Sync`.
+    OneShot,
 }
 
 enum NetEvent {
@@ -131,6 +142,15 @@ impl ProfileHandle {
             .map_err(|_| DriverError::Stopped(self.name.clone()))
     }
 
+    /// Waits until the engine is settled ([`Engine::is_settled`]): whatever the requests
+    /// so far started has ended, or waits for a relay that is down.
+    pub async fn settle(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.calls.send(Call::Settle(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
     /// Stops the driver: the store write in progress finishes, sessions close.
     pub async fn stop(&self) {
         let (tx, rx) = oneshot::channel();
@@ -185,10 +205,14 @@ pub fn spawn(
     profile: Profile,
     app_skew_secs: u64,
     events: broadcast::Sender<ProfileEvent>,
+    mode: Mode,
 ) -> Result<ProfileHandle, StoreError> {
     let snapshot = load_snapshot(&store, &profile.name)?;
     let name = profile.name.clone();
-    let engine = Engine::new(profile, snapshot, now_ms(), app_skew_secs);
+    let mut engine = Engine::new(profile, snapshot, now_ms(), app_skew_secs);
+    if mode == Mode::OneShot {
+        engine = engine.send_only();
+    }
     let (calls, rx) = mpsc::channel(64);
     let driver = Driver {
         engine,
@@ -199,6 +223,8 @@ pub fn spawn(
         generation: 0,
         net: mpsc::unbounded_channel(),
         rng: <rand::rngs::StdRng as rand::SeedableRng>::from_rng(&mut rand::rng()),
+        deferred: (mode == Mode::OneShot).then(Vec::new),
+        settling: Vec::new(),
     };
     tokio::spawn(driver.run(rx));
     Ok(ProfileHandle { name, calls })
@@ -218,9 +244,22 @@ struct Driver {
         mpsc::UnboundedReceiver<NetEvent>,
     ),
     rng: rand::rngs::StdRng,
+    /// Sessions not opened yet (`Mode::OneShot` before its first request).
+    deferred: Option<Vec<RelayAddress>>,
+    /// Waiting for the engine to settle.
+    settling: Vec<oneshot::Sender<()>>,
 }
 
 impl Driver {
+    /// Opens the sessions a one-shot driver put off.
+    fn activate(&mut self) {
+        if let Some(relays) = self.deferred.take() {
+            for relay in relays {
+                self.connect(relay);
+            }
+        }
+    }
+
     async fn run(mut self, mut calls: mpsc::Receiver<Call>) {
         loop {
             if let Err(e) = self.execute() {
@@ -229,6 +268,13 @@ impl Driver {
                     self.engine.profile().name
                 );
                 break;
+            }
+            if !self.settling.is_empty()
+                && (self.deferred.is_some() || self.engine.is_settled(now_ms()))
+            {
+                for waiter in self.settling.drain(..) {
+                    let _ = waiter.send(());
+                }
             }
             let deadline = self.engine.poll_timeout();
             let sleep = async {
@@ -243,10 +289,12 @@ impl Driver {
             tokio::select! {
                 call = calls.recv() => match call {
                     Some(Call::Request(request, reply)) => {
+                        self.activate();
                         let op = self.engine.request(request, now_ms(), &mut self.rng);
                         self.waiters.insert(op, reply);
                     }
                     Some(Call::Read(f)) => f(&self.engine),
+                    Some(Call::Settle(done)) => self.settling.push(done),
                     Some(Call::Stop(done)) => {
                         self.close().await;
                         let _ = done.send(());
@@ -310,7 +358,10 @@ impl Driver {
     fn execute(&mut self) -> Result<(), StoreError> {
         while let Some(effect) = self.engine.poll_effect() {
             match effect {
-                Effect::Connect { relay } => self.connect(relay),
+                Effect::Connect { relay } => match &mut self.deferred {
+                    Some(later) => later.push(relay),
+                    None => self.connect(relay),
+                },
                 Effect::Transmit {
                     relay,
                     id,

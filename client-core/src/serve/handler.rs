@@ -43,6 +43,7 @@ pub struct Methods {
     events: broadcast::Sender<ProfileEvent>,
     state: RwLock<State>,
     admin: Mutex<()>,
+    mode: driver::Mode,
 }
 
 #[derive(Debug, Default)]
@@ -285,16 +286,28 @@ pub fn notification(event: &ProfileEvent) -> Notification {
 // --- the methods -------------------------------------------------------------------------
 
 impl Methods {
-    /// The methods over these running profile drivers; new drivers (`profile.create`,
-    /// restarts) send their events to `events`.
-    pub fn new(
-        store: Arc<Store>,
+    /// Starts a driver (in `mode`) for every profile of `store`, and the methods over
+    /// them; every driver, and those started later (`profile.create`, restarts), sends
+    /// its events to [`events`](Self::events).
+    pub fn start(
+        store: Store,
         app_skew_secs: u64,
-        events: broadcast::Sender<ProfileEvent>,
-        drivers: BTreeMap<String, ProfileHandle>,
-        current: Option<String>,
-    ) -> Self {
-        Self {
+        mode: driver::Mode,
+    ) -> Result<Self, ProfileError> {
+        let store = Arc::new(store);
+        let (profiles, current) = {
+            let p = Profiles::new(&store);
+            (p.list()?, p.current_name()?)
+        };
+        let (events, _) = broadcast::channel(super::NOTIFICATION_BUFFER);
+        let mut drivers = BTreeMap::new();
+        for profile in profiles {
+            let name = profile.name.clone();
+            let handle =
+                driver::spawn(store.clone(), profile, app_skew_secs, events.clone(), mode)?;
+            drivers.insert(name, handle);
+        }
+        Ok(Self {
             store,
             app_skew_secs,
             events,
@@ -304,6 +317,33 @@ impl Methods {
                 stopping: false,
             }),
             admin: Mutex::new(()),
+            mode,
+        })
+    }
+
+    /// Where every driver's events go.
+    pub fn events(&self) -> &broadcast::Sender<ProfileEvent> {
+        &self.events
+    }
+
+    /// `Request::Sync` for the profile named (or the current one): its queues are read
+    /// until they are empty (see [`settle_all`](Self::settle_all)).
+    pub async fn sync(&self, profile: Option<&str>) -> Result<(), RpcError> {
+        let mut p = Params::new();
+        if let Some(name) = profile {
+            p.insert("profile".into(), json!(name));
+        }
+        let handle = self.target(&p).await?;
+        handle.request(Request::Sync).await.map_err(driver_error)?;
+        Ok(())
+    }
+
+    /// Waits until every profile's engine is settled (`Engine::is_settled`).
+    pub async fn settle_all(&self) {
+        let drivers: Vec<ProfileHandle> =
+            self.state.read().await.drivers.values().cloned().collect();
+        for handle in drivers {
+            handle.settle().await;
         }
     }
 
@@ -364,6 +404,7 @@ impl Methods {
             profile,
             self.app_skew_secs,
             self.events.clone(),
+            self.mode,
         )
         .map_err(|e| store_error(&e))?;
         state.drivers.insert(name.to_string(), handle);
@@ -580,6 +621,7 @@ impl Methods {
             profile.clone(),
             self.app_skew_secs,
             self.events.clone(),
+            self.mode,
         )
         .map_err(|e| store_error(&e))?;
         let mut state = self.state.write().await;

@@ -8,11 +8,10 @@
 
 pub mod driver;
 pub mod handler;
+pub mod local;
 
 use crate::api::{ApiConfig, ApiServer, Notification};
-use crate::profile::Profiles;
 use crate::store::Store;
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::broadcast;
@@ -31,19 +30,13 @@ pub async fn run(
     ready: impl FnOnce(std::net::SocketAddr, &Path),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let store = Arc::new(store);
-    let (profiles, current) = {
-        let p = Profiles::new(&store);
-        (p.list()?, p.current_name()?)
-    };
-    let (events, _) = broadcast::channel(NOTIFICATION_BUFFER);
+    let methods = Arc::new(handler::Methods::start(
+        store,
+        app_skew_secs,
+        driver::Mode::Serve,
+    )?);
+    let events = methods.events().clone();
     let (notifications, _) = broadcast::channel::<Notification>(NOTIFICATION_BUFFER);
-    let mut handles = BTreeMap::new();
-    for profile in profiles {
-        let name = profile.name.clone();
-        let handle = driver::spawn(store.clone(), profile, app_skew_secs, events.clone())?;
-        handles.insert(name, handle);
-    }
     // Engine events become API notifications.
     let mut rx = events.subscribe();
     let tx = notifications.clone();
@@ -60,13 +53,6 @@ pub async fn run(
     });
     let server = ApiServer::bind(config, home, &mut rand::rng())?;
     ready(server.local_addr(), server.token_file());
-    let methods = Arc::new(handler::Methods::new(
-        store.clone(),
-        app_skew_secs,
-        events.clone(),
-        handles,
-        current,
-    ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let api = tokio::spawn(server.serve(
         Arc::new(handler::ApiHandler(methods.clone())),

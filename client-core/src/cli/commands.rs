@@ -1,22 +1,269 @@
-//! The CLI as a client of `petrel serve`. When a server runs for the home, it holds the
-//! store's lock and the relay sessions, so every command becomes a JSON-RPC call
-//! (`specs/api.md`): the answer is printed the way the offline commands print theirs.
-//! `listen` and `chat` follow the server's notifications over the WebSocket; `sync` has
-//! nothing to do (the server is always in sync) beyond waiting for a message when asked.
+//! Every `petrel` command, as calls of the API's methods (`specs/api.md`). When
+//! `petrel serve` runs for the home, it holds the store's lock and the relay sessions, and
+//! the calls go to it (JSON-RPC over HTTP, its notifications over the WebSocket). When it
+//! does not, the same methods run in this process over the same engine
+//! (`petrel_client::serve::local`) for as long as the command lasts: a command that
+//! changed something waits until the engine has settled (the message is at a relay, the
+//! rotation is set up, the queues are read), printing what happened meanwhile. One
+//! implementation either way; the output differs only where the server finishes what a
+//! one-shot command leaves to the next `petrel sync`.
+//!
+//! ```text
+//!  petrel CMD ──► Backend::Remote(ApiClient) ──HTTP/WS──► petrel serve ──► engines
+//!             └─► Backend::Local(Local) ───────in process──────────────► engines
+//! ```
 
 use crate::{Command, ProfileCommand, RelayCommand, show_invitation};
 use anyhow::Context;
-use petrel_client::api::{ApiClient, Notification};
+use petrel_client::api::{ApiClient, Notification, Subscription};
+use petrel_client::serve::local::{Events, Local};
 use petrel_qr::Purpose;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-/// Runs `command` through the server `api`; `profile` is `--profile`.
+/// Where the commands' calls go.
+pub(crate) enum Backend {
+    /// A running `petrel serve`.
+    Remote(ApiClient),
+    /// This process, for this command.
+    Local(Local),
+}
+
+impl Backend {
+    async fn call(&self, method: &str, params: Value) -> anyhow::Result<Value> {
+        match self {
+            Backend::Remote(api) => Ok(api.call(method, params).await?),
+            Backend::Local(local) => local
+                .call(method, params)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.message)),
+        }
+    }
+
+    fn served(&self) -> bool {
+        matches!(self, Backend::Remote(_))
+    }
+
+    async fn subscribe(&self) -> anyhow::Result<Feed> {
+        Ok(match self {
+            Backend::Remote(api) => Feed::Remote(Box::new(api.subscribe().await?)),
+            Backend::Local(local) => Feed::Local(local.subscribe()),
+        })
+    }
+}
+
+/// Notifications, from the server or from this process's engines.
+enum Feed {
+    Remote(Box<Subscription>),
+    Local(Events),
+}
+
+impl Feed {
+    async fn next(&mut self) -> Option<Notification> {
+        match self {
+            Feed::Remote(sub) => sub.next_notification().await,
+            Feed::Local(events) => events.next().await,
+        }
+    }
+
+    /// A notification already there (in-process events only).
+    fn try_next(&mut self) -> Option<Notification> {
+        match self {
+            Feed::Remote(_) => None,
+            Feed::Local(events) => events.try_next(),
+        }
+    }
+}
+
+/// What a one-shot command saw happen.
+#[derive(Default)]
+struct Seen {
+    /// News from contacts: messages, completed connections, receipts, rotations,
+    /// re-keys and other notices (what ends `sync --wait`).
+    received: usize,
+}
+
+impl Seen {
+    fn show(&mut self, n: &Notification, profile: Option<&str>) {
+        if !in_profile(n, profile) {
+            return;
+        }
+        if matches!(
+            n.method.as_str(),
+            "event.message"
+                | "event.contact_connected"
+                | "event.receipt"
+                | "event.rotation_done"
+                | "event.notice"
+        ) {
+            self.received += 1;
+        }
+        // A one-shot command's sessions come and go with it: not news.
+        if !matches!(n.method.as_str(), "event.relay_up" | "event.relay_down") {
+            print_notification(n);
+        }
+    }
+}
+
+/// Runs `command` on `backend`; `profile` is `--profile`.
 pub(crate) async fn run(
-    api: ApiClient,
+    backend: Backend,
     profile: Option<String>,
     command: Command,
 ) -> anyhow::Result<()> {
+    let Backend::Local(local) = &backend else {
+        return match command {
+            Command::Chat { contact } => {
+                let mut feed = backend.subscribe().await?;
+                chat(&backend, &mut feed, profile, contact).await
+            }
+            other => execute(&backend, profile, other).await,
+        };
+    };
+    // Subscribed before the command, so that nothing it causes is missed.
+    let mut feed = Feed::Local(local.subscribe());
+    let mut seen = Seen::default();
+    let p = profile.as_deref();
+    let result = match command {
+        Command::Sync { wait } => sync(local, &mut feed, &mut seen, p, wait).await,
+        Command::Listen => {
+            local
+                .sync(p)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.message))?;
+            eprintln!("listening (Ctrl-C to stop)");
+            loop {
+                tokio::select! {
+                    n = feed.next() => match n {
+                        Some(n) if in_profile(&n, p) => print_notification(&n),
+                        Some(_) => {}
+                        None => break,
+                    },
+                    _ = tokio::signal::ctrl_c() => break,
+                }
+            }
+            Ok(())
+        }
+        Command::Chat { contact } => {
+            local
+                .sync(p)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.message))?;
+            chat(&backend, &mut feed, profile.clone(), contact).await
+        }
+        connect @ Command::Connect { .. } if is_rekey_code(&connect) => {
+            // A re-key code names the contact's newest queue, which a rotation may have
+            // announced in a message not read yet: read first.
+            local
+                .sync(p)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.message))?;
+            settle(local, &mut feed, &mut seen, p).await;
+            execute(&backend, profile.clone(), connect).await
+        }
+        other => execute(&backend, profile.clone(), other).await,
+    };
+    settle(local, &mut feed, &mut seen, p).await;
+    local.stop().await;
+    while let Some(n) = feed.try_next() {
+        seen.show(&n, p);
+    }
+    result
+}
+
+/// Whether `petrel connect` was given a re-key code (an unreadable one is left to the
+/// `connect` method to refuse).
+fn is_rekey_code(command: &Command) -> bool {
+    let Command::Connect { link, image, .. } = command else {
+        return false;
+    };
+    let decoded = match (link, image) {
+        (_, Some(path)) => std::fs::read(path)
+            .ok()
+            .and_then(|bytes| petrel_qr::scan_image(&bytes).ok()),
+        (Some(text), None) => petrel_qr::parse_pasted(text).ok(),
+        (None, None) => None,
+    };
+    decoded
+        .as_ref()
+        .and_then(|d| d.invitation())
+        .is_some_and(|i| i.purpose == Purpose::Rekey)
+}
+
+/// Waits until the in-process engines are settled, printing what happens meanwhile.
+async fn settle(local: &Local, feed: &mut Feed, seen: &mut Seen, profile: Option<&str>) {
+    let settled = local.settle();
+    tokio::pin!(settled);
+    loop {
+        tokio::select! {
+            () = &mut settled => break,
+            n = feed.next() => match n {
+                Some(n) => seen.show(&n, profile),
+                None => break,
+            },
+        }
+    }
+    while let Some(n) = feed.try_next() {
+        seen.show(&n, profile);
+    }
+}
+
+/// `petrel sync` without a server: reads every queue until it is empty (handshakes
+/// completed, messages shown, receipts sent), sends what waits in the outbox, and runs
+/// what is due (rotation, expiry). With `wait` and nothing new, waits that long for the
+/// first message, then reads on.
+async fn sync(
+    local: &Local,
+    feed: &mut Feed,
+    seen: &mut Seen,
+    profile: Option<&str>,
+    wait: Option<u64>,
+) -> anyhow::Result<()> {
+    local
+        .sync(profile)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+    settle(local, feed, seen, profile).await;
+    if seen.received == 0
+        && let Some(secs) = wait
+    {
+        let first = tokio::time::timeout(Duration::from_secs(secs), async {
+            while let Some(n) = feed.next().await {
+                seen.show(&n, profile);
+                if seen.received > 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+        if first.is_ok() {
+            settle(local, feed, seen, profile).await;
+        }
+    }
+    let mut params = json!({});
+    if let Some(p) = profile {
+        params["profile"] = json!(p);
+    }
+    let status = local
+        .call("relay.status", params)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+    let waiting = status["outbox"]["waiting"].as_u64().unwrap_or(0);
+    if waiting > 0 {
+        eprintln!("{waiting} message(s) wait in the outbox");
+    }
+    if seen.received == 0 {
+        eprintln!("nothing new");
+    }
+    Ok(())
+}
+
+async fn execute(
+    backend: &Backend,
+    profile: Option<String>,
+    command: Command,
+) -> anyhow::Result<()> {
+    let api = backend;
     let with = |mut params: Value| {
         if let (Some(p), Some(map)) = (&profile, params.as_object_mut()) {
             map.insert("profile".into(), json!(p));
@@ -25,7 +272,7 @@ pub(crate) async fn run(
     };
     match command {
         Command::Serve { .. } => anyhow::bail!("petrel serve already runs for this home"),
-        Command::Profile(cmd) => profile_command(&api, profile.as_deref(), cmd).await?,
+        Command::Profile(cmd) => profile_command(api, profile.as_deref(), cmd).await?,
         Command::Relay(cmd) => match cmd {
             RelayCommand::Pin { address } => {
                 api.call("relay.pin", with(json!({"address": address.to_string()})))
@@ -72,8 +319,11 @@ pub(crate) async fn run(
                 .context("the server sent a link that is not an invitation")?;
             show_invitation(invitation, png, svg, !no_terminal)?;
             match invitation.purpose {
-                Purpose::Connect => eprintln!(
+                Purpose::Connect if api.served() => eprintln!(
                     "one-time invitation: show it to one contact; petrel serve completes the pairing"
+                ),
+                Purpose::Connect => eprintln!(
+                    "one-time invitation: show it to one contact, then run `petrel sync --wait 60`"
                 ),
                 Purpose::Rekey => eprintln!(
                     "re-key code: your contact scans it with `petrel connect --image FILE`"
@@ -97,9 +347,13 @@ pub(crate) async fn run(
             } else {
                 println!(
                     "invitation answered: contact {contact} ({})",
-                    text(&answer, "trust")
+                    trust_label(&text(&answer, "trust"))
                 );
-                eprintln!("petrel serve completes the connection (`petrel listen` shows it)");
+                if api.served() {
+                    eprintln!("petrel serve completes the connection (`petrel listen` shows it)");
+                } else if answer["delivered"].as_bool() == Some(true) {
+                    eprintln!("run `petrel sync --wait 60` to complete the connection");
+                }
             }
         }
         Command::Contacts { json } => {
@@ -123,7 +377,7 @@ pub(crate) async fn run(
                         "{}{name}  {}, {}{verified}",
                         text(c, "alias"),
                         text(c, "state").replace('_', " "),
-                        text(c, "trust")
+                        trust_label(&text(c, "trust"))
                     );
                 }
             }
@@ -148,7 +402,11 @@ pub(crate) async fn run(
         Command::Rotate { contact } => {
             api.call("contact.rotate", with(json!({"contact": contact})))
                 .await?;
-            println!("rotation started: petrel serve completes it with {contact}'s client");
+            if api.served() {
+                println!("rotation started: petrel serve completes it with {contact}'s client");
+            } else {
+                println!("rotation started: it completes when {contact} next syncs");
+            }
         }
         Command::Send {
             contact,
@@ -179,7 +437,7 @@ pub(crate) async fn run(
             if let Some(secs) = wait {
                 let mut sub = api.subscribe().await?;
                 let first = tokio::time::timeout(Duration::from_secs(secs), async {
-                    while let Some(n) = sub.next_notification().await {
+                    while let Some(n) = sub.next().await {
                         if n.method == "event.message" && in_profile(&n, profile.as_deref()) {
                             return Some(n);
                         }
@@ -199,7 +457,7 @@ pub(crate) async fn run(
             eprintln!("listening to petrel serve (Ctrl-C to stop)");
             loop {
                 tokio::select! {
-                    n = sub.next_notification() => match n {
+                    n = sub.next() => match n {
                         Some(n) if in_profile(&n, profile.as_deref()) => print_notification(&n),
                         Some(_) => {}
                         None => anyhow::bail!("petrel serve stopped"),
@@ -208,12 +466,17 @@ pub(crate) async fn run(
                 }
             }
         }
-        Command::Chat { contact } => chat(&api, profile, contact).await?,
+        Command::Chat { .. } => anyhow::bail!("chat runs in `run`"),
     }
     Ok(())
 }
 
-async fn chat(api: &ApiClient, profile: Option<String>, contact: String) -> anyhow::Result<()> {
+async fn chat(
+    api: &Backend,
+    sub: &mut Feed,
+    profile: Option<String>,
+    contact: String,
+) -> anyhow::Result<()> {
     let mut params = json!({"contact": contact});
     if let Some(p) = &profile {
         params["profile"] = json!(p);
@@ -224,7 +487,6 @@ async fn chat(api: &ApiClient, profile: Option<String>, contact: String) -> anyh
         println!("{}", history_line(m));
     }
     eprintln!("chatting with {contact} — type a line and press Enter; Ctrl-D to quit");
-    let mut sub = api.subscribe().await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(16);
     tokio::spawn(async move {
         use tokio::io::AsyncBufReadExt;
@@ -241,14 +503,14 @@ async fn chat(api: &ApiClient, profile: Option<String>, contact: String) -> anyh
                 Some(line) => {
                     let mut p = params.clone();
                     p["text"] = json!(line);
-                    let answer = sub.call("message.send", p).await?;
+                    let answer = api.call("message.send", p).await?;
                     if text(&answer, "state") == "queued" {
                         eprintln!("(queued: your relay did not answer; it is sent when it does)");
                     }
                 }
                 None => break,
             },
-            n = sub.next_notification() => match n {
+            n = sub.next() => match n {
                 Some(n) if in_profile(&n, profile.as_deref())
                     && n.params["contact"].as_str() == Some(contact.as_str()) =>
                 {
@@ -264,7 +526,7 @@ async fn chat(api: &ApiClient, profile: Option<String>, contact: String) -> anyh
 }
 
 async fn profile_command(
-    api: &ApiClient,
+    api: &Backend,
     selected: Option<&str>,
     cmd: ProfileCommand,
 ) -> anyhow::Result<()> {
@@ -294,7 +556,11 @@ async fn profile_command(
                 }),
             )
             .await?;
-            println!("created profile {name}; petrel serve runs it now");
+            if api.served() {
+                println!("created profile {name}; petrel serve runs it now");
+            } else {
+                println!("created profile {name}");
+            }
         }
         ProfileCommand::Edit { display_name, bio } => {
             with_profile["display_name"] = json!(display_name);
@@ -341,6 +607,14 @@ async fn profile_command(
         }
     }
     Ok(())
+}
+
+/// How a contact's code arrived, in words (the API's `trust` values are single words).
+fn trust_label(trust: &str) -> &str {
+    match trust {
+        "pasted" => "pasted link",
+        other => other,
+    }
 }
 
 fn array(v: &Value) -> &[Value] {
