@@ -3,6 +3,7 @@
 
 use crate::payload::{MessageId, ProfileCard, QueueRef};
 use crate::ratchet::{QrKey, Session};
+use crate::store::{Batch, Store, StoreError};
 use petrel_federation::delivery::DeliveryKey;
 use petrel_federation::{QueueId, RelayAddress};
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,10 @@ pub const CONTACTS: &str = "contacts";
 pub const MESSAGES: &str = "messages";
 /// Store table of outgoing SEND bodies not yet accepted by a relay, keyed like messages.
 pub const OUTBOX: &str = "outbox";
+
+/// An invitation nobody answered is deleted after this long: 14 days, the relays'
+/// default message lifetime.
+pub const INVITATION_TTL_SECS: u64 = 14 * 24 * 3600;
 
 /// How many recently received message IDs a contact remembers for de-duplication.
 pub const RECENT_IDS: usize = 1024;
@@ -240,4 +245,57 @@ pub fn seq_key(contact: &[u8; 16], seq: u64) -> Vec<u8> {
     let mut key = contact.to_vec();
     key.extend_from_slice(&seq.to_be_bytes());
     key
+}
+
+/// Deletes every local record of a profile: invitations, contacts (with their keys),
+/// messages and outbox entries, in one transaction. Returns how many records went. The
+/// profile's queues stay on the relays until their messages expire; nothing links them to
+/// anyone.
+pub fn delete_profile_data<R: rand_core::CryptoRng + ?Sized>(
+    rng: &mut R,
+    store: &Store,
+    profile: &str,
+) -> Result<usize, StoreError> {
+    let mut batch = Batch::new();
+    let mut count = 0;
+    for (key, inv) in store.list::<PendingInvitation>(INVITATIONS)? {
+        if inv.profile == profile {
+            batch.delete(INVITATIONS, &key);
+            count += 1;
+        }
+    }
+    let mut ids = Vec::new();
+    for (key, c) in store.list::<Contact>(CONTACTS)? {
+        if c.profile == profile {
+            batch.delete(CONTACTS, &key);
+            ids.push(c.id);
+            count += 1;
+        }
+    }
+    let ours = |key: &[u8]| ids.iter().any(|id| key.starts_with(id));
+    for (table, keys) in [
+        (
+            MESSAGES,
+            store
+                .list::<Message>(MESSAGES)?
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect::<Vec<_>>(),
+        ),
+        (
+            OUTBOX,
+            store
+                .list::<OutboxEntry>(OUTBOX)?
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect(),
+        ),
+    ] {
+        for key in keys.iter().filter(|k| ours(k)) {
+            batch.delete(table, key);
+            count += 1;
+        }
+    }
+    store.commit(rng, batch)?;
+    Ok(count)
 }

@@ -233,6 +233,13 @@ enum RelayCommand {
         /// The relay address (only its key is compared).
         address: RelayAddress,
     },
+    /// Show which relays answer (the pinned ones and those of contacts' queues) and what
+    /// waits in the outbox. Without `petrel serve`, it connects to them first.
+    Status {
+        /// Machine-readable output (the API's `relay.status` result).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn home(cli_home: Option<PathBuf>) -> anyhow::Result<PathBuf> {

@@ -161,6 +161,15 @@ pub(crate) async fn run(
             settle(local, &mut feed, &mut seen, p).await;
             execute(&backend, profile.clone(), connect).await
         }
+        status @ Command::Relay(RelayCommand::Status { .. }) => {
+            // Which relays answer is known once the sessions were tried.
+            local
+                .sync(p)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.message))?;
+            settle(local, &mut feed, &mut seen, p).await;
+            execute(&backend, profile.clone(), status).await
+        }
         other => execute(&backend, profile.clone(), other).await,
     };
     settle(local, &mut feed, &mut seen, p).await;
@@ -274,6 +283,22 @@ async fn execute(
         Command::Serve { .. } => anyhow::bail!("petrel serve already runs for this home"),
         Command::Profile(cmd) => profile_command(api, profile.as_deref(), cmd).await?,
         Command::Relay(cmd) => match cmd {
+            RelayCommand::Status { json } => {
+                let status = api.call("relay.status", with(json!({}))).await?;
+                if json {
+                    println!("{status}");
+                } else {
+                    for r in array(&status["relays"]) {
+                        let state = if r["up"] == true { "up  " } else { "down" };
+                        println!("{state}  {}", text(r, "relay"));
+                    }
+                    println!(
+                        "outbox: {} waiting for a relay, {} at your relay to forward",
+                        status["outbox"]["waiting"].as_u64().unwrap_or(0),
+                        status["outbox"]["at_relay"].as_u64().unwrap_or(0)
+                    );
+                }
+            }
             RelayCommand::Pin { address } => {
                 api.call("relay.pin", with(json!({"address": address.to_string()})))
                     .await?;
@@ -418,7 +443,7 @@ async fn execute(
                     with(json!({"contact": contact, "text": body})),
                 )
                 .await?;
-            print_sent(&contact, &text(&answer, "state"));
+            print_sent(&contact, &text(&answer, "state"), api.served());
         }
         Command::History { contact, json } => {
             let rows = api
@@ -629,13 +654,19 @@ fn in_profile(n: &Notification, profile: Option<&str>) -> bool {
     profile.is_none_or(|p| n.params["profile"].as_str() == Some(p))
 }
 
-fn print_sent(contact: &str, state: &str) {
+fn print_sent(contact: &str, state: &str, served: bool) {
     match state {
         "stored" => eprintln!("sent"),
         "at_relay" => {
             eprintln!("sent to your relay: it delivers it when {contact}'s relay answers")
         }
-        _ => eprintln!("queued: your relay did not answer; petrel serve sends it when it does"),
+        _ if served => {
+            eprintln!("queued: your relay did not answer; petrel serve sends it when it does")
+        }
+        _ => eprintln!(
+            "queued: your relay did not answer; the next `petrel sync` (or `petrel serve`) \
+             sends it"
+        ),
     }
 }
 

@@ -7,11 +7,11 @@
 //! old queue is then DELETEd with whatever it still holds, and the new one is read from
 //! then on (`inbound` holds its deliveries back until then, so that the order of the
 //! contact's messages survives the switch). Invitations nobody answered
-//! are deleted after [`INVITATION_TTL_SECS`](crate::client::INVITATION_TTL_SECS).
+//! are deleted after [`INVITATION_TTL_SECS`](crate::contact::INVITATION_TTL_SECS).
 
 use super::queues::Purpose;
 use super::{Engine, Error, OpId, Pending, Reply};
-use crate::client::INVITATION_TTL_SECS;
+use crate::contact::INVITATION_TTL_SECS;
 use crate::contact::{ContactState, INVITATIONS, OwnQueue};
 use crate::payload::{Payload, QueueRef};
 use crate::store::Batch;

@@ -370,7 +370,7 @@ impl Driver {
                 } => match self.actors.get(&relay) {
                     Some((_, actor)) => {
                         if matches!(command, Command::Forward { .. }) {
-                            crate::net::capture(&command);
+                            capture(&command);
                         }
                         if actor.send((id, signer, command)).is_err() {
                             self.answer_now(id, LinkFailure::Closed);
@@ -506,4 +506,18 @@ async fn actor(
         reason,
     });
     conn.close().await;
+}
+
+/// Test hook: with `PETREL_DANGEROUS_CAPTURE_DIR` set, every FORWARD command this process
+/// sends is also written there (postcard, one file per command) so that an end-to-end test
+/// can replay it. Unset, it does nothing.
+fn capture(command: &Command) {
+    let Some(dir) = std::env::var_os("PETREL_DANGEROUS_CAPTURE_DIR") else {
+        return;
+    };
+    let Ok(bytes) = postcard::to_stdvec(command) else {
+        return;
+    };
+    let name = format!("forward-{}.bin", blake3::hash(&bytes).to_hex());
+    let _ = std::fs::write(std::path::Path::new(&dir).join(name), bytes);
 }

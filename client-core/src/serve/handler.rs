@@ -231,7 +231,7 @@ fn invitation_json(invitation: &petrel_qr::Invitation) -> Result<Value, RpcError
         "svg": svg,
         "purpose": match invitation.purpose { Purpose::Connect => "connect", Purpose::Rekey => "rekey" },
         "one_time": true,
-        "expires_in_secs": crate::client::INVITATION_TTL_SECS,
+        "expires_in_secs": crate::contact::INVITATION_TTL_SECS,
     }))
 }
 
@@ -694,7 +694,7 @@ impl Methods {
             old.stop().await;
         }
         profiles.delete(&name).map_err(|e| profile_error(&e))?;
-        let removed = crate::client::delete_profile_data(&self.store, &name)
+        let removed = crate::contact::delete_profile_data(&mut rand::rng(), &self.store, &name)
             .map_err(|e| RpcError::new(codes::STORE, e.to_string()))?;
         let current = profiles.current_name().map_err(|e| profile_error(&e))?;
         self.state.write().await.current = current;

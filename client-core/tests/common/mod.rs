@@ -117,23 +117,31 @@ pub fn workspace_bin(name: &str) -> PathBuf {
 pub const SERVE_PASSPHRASE: &str = "serve-test";
 
 /// `petrel --home HOME ARGS` with the test passphrase and cheap store keys; panics with
-/// its stderr unless it succeeds; returns stdout.
-pub fn petrel_ok(home: &Path, args: &[&str]) -> String {
+/// its output unless it succeeds; returns (stdout, stderr).
+pub fn petrel_run(home: &Path, args: &[&str]) -> (String, String) {
     let out = Command::new(workspace_bin("petrel"))
         .arg("--home")
         .arg(home)
         .args(args)
         .env("PETREL_PASSPHRASE", SERVE_PASSPHRASE)
         .env("PETREL_DANGEROUS_TEST_KDF", "1")
+        .env_remove("PETREL_HOME")
+        .env_remove("PETREL_DANGEROUS_CLOCK_SKIP_SECS")
         .stdin(Stdio::null())
         .output()
         .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(
         out.status.success(),
-        "petrel {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        "petrel {args:?} failed:\n{stdout}\n{stderr}"
     );
-    String::from_utf8(out.stdout).unwrap()
+    (stdout, stderr)
+}
+
+/// [`petrel_run`]'s stdout.
+pub fn petrel_ok(home: &Path, args: &[&str]) -> String {
+    petrel_run(home, args).0
 }
 
 /// A `petrel serve` child process for one home, killed on drop unless stopped.
