@@ -18,7 +18,9 @@
 //! * [`idle_clients`]: resident memory per connected idle client;
 //! * [`wire`]: bytes per text message per hop, computed and measured;
 //! * [`network`]: the network simulator ([`crate::sim`]): relays killed and partitioned
-//!   mid-run, every message counted.
+//!   mid-run, every message counted;
+//! * [`serve`]: end to end through two `petrel serve`s and two relays, API send → API
+//!   notification: rate, latency at the peak and one at a time, CPU per process.
 //!
 //! A scenario that fails becomes a failed row and the others still run; the binary exits
 //! non-zero when any sanity check failed. Target misses never fail a run.
@@ -35,6 +37,7 @@ pub mod proxy;
 pub mod queues;
 pub mod relay;
 pub mod report;
+pub mod serve;
 pub mod stats;
 pub mod storage;
 pub mod throughput;
@@ -53,6 +56,8 @@ pub struct Options {
     pub mode: Mode,
     /// The `petrel-relay` binary.
     pub relay_bin: PathBuf,
+    /// The `petrel` binary given with `--petrel-bin` (default: next to the relay's).
+    pub petrel_bin: Option<PathBuf>,
     /// Where the temporary directory goes (default: the system's).
     pub work_dir: Option<PathBuf>,
     /// Scenarios to run; empty for all.
@@ -134,6 +139,12 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
             Scenario::Clients => idle_clients::run(&plan.clients, &env, &mut rows).await,
             Scenario::Wire => wire::run(plan.wire.messages, &env, &mut rows).await,
             Scenario::Network => network::run(plan.network.as_ref(), &env, &mut rows).await,
+            Scenario::Serve => {
+                match serve::locate_petrel(options.petrel_bin.as_deref(), &options.relay_bin) {
+                    Ok(petrel) => serve::run(&plan.serve, &petrel, &env, &mut rows).await,
+                    Err(e) => Err(e),
+                }
+            }
         };
         match result {
             Ok(()) => eprintln!(

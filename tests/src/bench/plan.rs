@@ -49,11 +49,13 @@ pub enum Scenario {
     Wire,
     /// The network simulator: relays killed and partitioned, every message counted.
     Network,
+    /// End to end through two `petrel serve`s and two relays, API to API.
+    Serve,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Crypto,
         Scenario::Throughput,
         Scenario::Forwarding,
@@ -62,6 +64,7 @@ impl Scenario {
         Scenario::Clients,
         Scenario::Wire,
         Scenario::Network,
+        Scenario::Serve,
     ];
 
     /// The scenario's name as printed and as given to `--only`.
@@ -75,6 +78,7 @@ impl Scenario {
             Scenario::Clients => "clients",
             Scenario::Wire => "wire",
             Scenario::Network => "network",
+            Scenario::Serve => "serve",
         }
     }
 
@@ -160,6 +164,19 @@ pub struct WirePlan {
     pub messages: usize,
 }
 
+/// Sizes of the `petrel serve` scenario.
+#[derive(Clone, Debug)]
+pub struct ServePlan {
+    /// Messages of the peak phase.
+    pub messages: usize,
+    /// `message.send` calls in flight during the peak phase.
+    pub window: usize,
+    /// Messages sent one at a time after the peak.
+    pub latency_messages: usize,
+    /// How long any one wait (every message shown, one message shown) may take.
+    pub timeout: Duration,
+}
+
 /// Everything a run does.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -183,6 +200,8 @@ pub struct Plan {
     pub wire: WirePlan,
     /// The network simulator's size; `None` skips it.
     pub network: Option<SimConfig>,
+    /// The `petrel serve` scenario's sizes.
+    pub serve: ServePlan,
 }
 
 impl Plan {
@@ -244,6 +263,12 @@ impl Plan {
                 },
                 wire: WirePlan { messages: 20 },
                 network: None,
+                serve: ServePlan {
+                    messages: 40,
+                    window: 8,
+                    latency_messages: 10,
+                    timeout: Duration::from_secs(30),
+                },
             },
             Mode::Quick => Plan {
                 mode,
@@ -303,6 +328,12 @@ impl Plan {
                     send_for: Duration::from_secs(5),
                     ..SimConfig::reduced()
                 }),
+                serve: ServePlan {
+                    messages: 2000,
+                    window: 32,
+                    latency_messages: 200,
+                    timeout: Duration::from_secs(120),
+                },
             },
             Mode::Full => Plan {
                 mode,
@@ -359,6 +390,12 @@ impl Plan {
                 },
                 wire: WirePlan { messages: 1_000 },
                 network: Some(SimConfig::full()),
+                serve: ServePlan {
+                    messages: 10000,
+                    window: 64,
+                    latency_messages: 1000,
+                    timeout: Duration::from_secs(300),
+                },
             },
         }
     }

@@ -1,7 +1,7 @@
 //! `petrel-bench`: measure a real `petrel-relay` on this machine and print the figures.
 //!
 //! ```text
-//! cargo build --release -p petrel-relay -p petrel-tests
+//! cargo build --release -p petrel-relay -p petrel-client -p petrel-tests
 //! cargo run --release -p petrel-tests --bin petrel-bench            # full run
 //! cargo run --release -p petrel-tests --bin petrel-bench -- --quick # under two minutes
 //! ```
@@ -24,7 +24,7 @@ use std::process::ExitCode;
              two), memory, disk, start-up, wire cost, client crypto, baselines (primitives, \
              vodozemac's Olm, mosquitto) and the network simulator.",
     after_help = "Build the relay first, with the same profile:\n  \
-                  cargo build --release -p petrel-relay -p petrel-tests\n  \
+                  cargo build --release -p petrel-relay -p petrel-client -p petrel-tests\n  \
                   cargo run --release -p petrel-tests --bin petrel-bench -- --quick"
 )]
 struct Cli {
@@ -40,8 +40,11 @@ struct Cli {
     /// The petrel-relay binary. Default: next to this executable.
     #[arg(long)]
     relay_bin: Option<PathBuf>,
+    /// The petrel client binary (the serve scenario). Default: next to the relay binary.
+    #[arg(long)]
+    petrel_bin: Option<PathBuf>,
     /// Run only these scenarios (comma-separated): crypto, throughput, forwarding, broker,
-    /// storage, clients, wire, network.
+    /// storage, clients, wire, network, serve.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Put the temporary relay directories here (default: the system's temp directory).
@@ -89,7 +92,7 @@ fn real_main() -> anyhow::Result<bool> {
             Scenario::parse(name).with_context(|| {
                 format!(
                     "unknown scenario `{name}`: use crypto, throughput, forwarding, broker, \
-                     storage, clients, wire or network"
+                     storage, clients, wire, network or serve"
                 )
             })
         })
@@ -97,6 +100,7 @@ fn real_main() -> anyhow::Result<bool> {
     let options = Options {
         mode,
         relay_bin: relay::locate_relay(cli.relay_bin.as_deref())?,
+        petrel_bin: cli.petrel_bin,
         work_dir: cli.work_dir,
         only,
         keep: cli.keep,
