@@ -16,12 +16,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-#[path = "common/serve.rs"]
-mod serve_harness;
 
 use common::Relay;
+use common::serve::{GUARD, Log, Serve, make_home};
 use serde_json::{Value, json};
-use serve_harness::{GUARD, Log, Serve, make_home};
 use std::collections::HashMap;
 
 const CODE_NO_PROFILE: i64 = 2001;

@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{Relay, SERVE_PASSPHRASE, petrel_run as petrel};
+use common::{PASSPHRASE, Relay, petrel_run as petrel};
 use petrel_client::contact::{CONTACTS, Contact};
 use petrel_client::store::{KdfParams, Store};
 use petrel_federation::client::{Command as RelayCommand, Response};
@@ -171,7 +171,7 @@ fn pinned_only_profile_is_reached_directly() {
     let target = {
         let store = Store::open(
             &alice.join("petrel.redb"),
-            SERVE_PASSPHRASE.as_bytes(),
+            PASSPHRASE.as_bytes(),
             KdfParams::DANGEROUS_TESTING,
             &mut rand::rng(),
         )

@@ -320,7 +320,7 @@ async fn two_serves_exchange_a_thousand_messages_each_way_through_restarts_and_r
 
     // SIGTERM: both servers exit 0 and remove their discovery files.
     for (s, home) in [(&mut sa, &a_home), (&mut sb, &b_home)] {
-        let status = s.stop();
+        let status = s.terminate();
         assert!(status.success(), "petrel serve exited with {status}");
         assert!(!home.join("serve.json").exists(), "serve.json left behind");
     }

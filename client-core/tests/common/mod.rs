@@ -1,13 +1,18 @@
-//! Real `petrel-relay` processes for the client's end-to-end tests.
+//! Real `petrel-relay` processes for the client's end-to-end tests, and ([`serve`]) real
+//! `petrel serve` processes and the `petrel` CLI.
 
 #![allow(
     dead_code,
+    unused_imports,
     unreachable_pub,
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic
 )]
 
+pub mod serve;
+
+pub use serve::{PASSPHRASE, Serve, petrel_ok, petrel_run};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -111,96 +116,4 @@ pub fn workspace_bin(name: &str) -> PathBuf {
         .flatten()
         .find(|p| p.is_file())
         .unwrap_or_else(|| panic!("{name} is not built next to {}", deps.display()))
-}
-
-/// The test passphrase of every home the serve harness makes.
-pub const SERVE_PASSPHRASE: &str = "serve-test";
-
-/// `petrel --home HOME ARGS` with the test passphrase and cheap store keys; panics with
-/// its output unless it succeeds; returns (stdout, stderr).
-pub fn petrel_run(home: &Path, args: &[&str]) -> (String, String) {
-    let out = Command::new(workspace_bin("petrel"))
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .env("PETREL_PASSPHRASE", SERVE_PASSPHRASE)
-        .env("PETREL_DANGEROUS_TEST_KDF", "1")
-        .env_remove("PETREL_HOME")
-        .env_remove("PETREL_DANGEROUS_CLOCK_SKIP_SECS")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        out.status.success(),
-        "petrel {args:?} failed:\n{stdout}\n{stderr}"
-    );
-    (stdout, stderr)
-}
-
-/// [`petrel_run`]'s stdout.
-pub fn petrel_ok(home: &Path, args: &[&str]) -> String {
-    petrel_run(home, args).0
-}
-
-/// A `petrel serve` child process for one home, killed on drop unless stopped.
-pub struct Serve {
-    pub child: Child,
-    pub addr: std::net::SocketAddr,
-    pub token: String,
-    pub home: PathBuf,
-}
-
-impl Serve {
-    /// Starts `petrel --home HOME serve` and waits for its ready line.
-    pub fn start(home: &Path) -> Serve {
-        let mut child = Command::new(workspace_bin("petrel"))
-            .arg("--home")
-            .arg(home)
-            .arg("serve")
-            .env("PETREL_PASSPHRASE", SERVE_PASSPHRASE)
-            .env("PETREL_DANGEROUS_TEST_KDF", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        // "petrel serve: API at http://ADDR/api/v1, token in PATH"
-        let rest = line
-            .trim()
-            .strip_prefix("petrel serve: API at http://")
-            .unwrap_or_else(|| panic!("unexpected first line from petrel serve: {line:?}"));
-        let (addr, token_file) = rest.split_once("/api/v1, token in ").unwrap();
-        let token = std::fs::read_to_string(token_file).unwrap();
-        Serve {
-            child,
-            addr: addr.parse().unwrap(),
-            token: token.trim().to_string(),
-            home: home.to_path_buf(),
-        }
-    }
-
-    /// A client of its API.
-    pub fn api(&self) -> petrel_client::api::ApiClient {
-        petrel_client::api::ApiClient::new(self.addr, self.token.clone())
-    }
-
-    /// SIGTERM and wait for the exit.
-    pub fn stop(&mut self) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

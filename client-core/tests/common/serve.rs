@@ -24,6 +24,9 @@ use tokio::sync::watch;
 /// Failure guard for waits on the network: nothing waits for it to pass.
 pub const GUARD: Duration = Duration::from_secs(60);
 
+/// The passphrase of every home the harness makes.
+pub const PASSPHRASE: &str = "pw";
+
 /// `petrel`, as cargo built it for this test.
 pub fn petrel_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_petrel"))
@@ -34,22 +37,31 @@ pub fn petrel(home: &Path) -> Command {
     let mut cmd = Command::new(petrel_bin());
     cmd.arg("--home")
         .arg(home)
-        .env("PETREL_PASSPHRASE", "pw")
+        .env("PETREL_PASSPHRASE", PASSPHRASE)
         .env("PETREL_DANGEROUS_TEST_KDF", "1")
         .env_remove("PETREL_HOME")
+        .env_remove("PETREL_DANGEROUS_CLOCK_SKIP_SECS")
+        .env_remove("PETREL_DANGEROUS_CAPTURE_DIR")
         .stdin(Stdio::null());
     cmd
 }
 
-/// Runs the CLI and returns its stdout; fails the test if it fails.
-pub fn petrel_ok(home: &Path, args: &[&str]) -> String {
+/// Runs the CLI; fails the test with its output unless it succeeds; returns (stdout,
+/// stderr).
+pub fn petrel_run(home: &Path, args: &[&str]) -> (String, String) {
     let out: Output = petrel(home).args(args).output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(
         out.status.success(),
-        "petrel {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        "petrel {args:?} failed:\n{stdout}\n{stderr}"
     );
-    String::from_utf8(out.stdout).unwrap()
+    (stdout, stderr)
+}
+
+/// Runs the CLI and returns its stdout; fails the test if it fails.
+pub fn petrel_ok(home: &Path, args: &[&str]) -> String {
+    petrel_run(home, args).0
 }
 
 /// A home with one profile, made with `petrel profile create`.
@@ -113,6 +125,11 @@ impl Serve {
             token: token.clone(),
             api: ApiClient::new(addr, token),
         }
+    }
+
+    /// Another client of its API (a second program using the same profiles).
+    pub fn api(&self) -> ApiClient {
+        ApiClient::new(self.addr, self.token.clone())
     }
 
     /// One call; the result, or the JSON-RPC error.
