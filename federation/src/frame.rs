@@ -89,6 +89,17 @@ impl FrameError {
             _ => ErrorCode::Malformed,
         }
     }
+
+    /// The code a receiver tells the other side before acting on this failure (§3): a
+    /// frame that was read whole but is wrong (`MALFORMED`, `VERSION`), an empty frame
+    /// (`MALFORMED`) or an over-long prefix (`TOO_LARGE`). `None` when the stream itself
+    /// ended or failed, where nobody would read an answer.
+    pub fn notice_code(&self) -> Option<crate::ErrorCode> {
+        match self {
+            FrameError::Truncated { .. } | FrameError::Io(_) => None,
+            other => Some(other.code()),
+        }
+    }
 }
 
 /// Checks a length prefix against `max` and returns the body length. Call this before

@@ -101,12 +101,33 @@ fn compute() -> Vec<(String, Vec<u8>)> {
         "seal_request_postcard",
         &postcard::to_stdvec(&request).unwrap(),
     );
+    // What the AEAD encrypts is the padded request (§12.2, §13): SEND body + 256 bytes.
+    let request_postcard = postcard::to_stdvec(&request).unwrap();
+    let request_padded =
+        padding::pad(&request_postcard, 2048 + seal::REQUEST_PAD_OVERHEAD).unwrap();
+    put("seal_request_padded", &request_padded);
     let (envelope, opener) = eph.seal(&sealing_public, &request).unwrap();
+    assert_eq!(
+        envelope.ciphertext.len(),
+        request_padded.len() + 16,
+        "padded + tag"
+    );
     put("seal_envelope_ciphertext", &envelope.ciphertext);
     put("seal_replay_tag", &seal::replay_tag(&envelope));
     let (opened, sealer) = seal::open_request(&sealing_secret, &envelope).unwrap();
     assert_eq!(opened, request);
     let response = sealer.seal(&Response::Ok);
+    let response_padded = padding::pad(
+        &postcard::to_stdvec(&Response::Ok).unwrap(),
+        seal::RESPONSE_PAD_LEN,
+    )
+    .unwrap();
+    assert_eq!(
+        response.ciphertext.len(),
+        response_padded.len() + 16,
+        "padded + tag"
+    );
+    put("seal_response_ok_padded", &response_padded);
     assert_eq!(opener.open(&response).unwrap(), Response::Ok);
     put("seal_response_ok_ciphertext", &response.ciphertext);
 
@@ -137,7 +158,10 @@ fn crypto_known_answers() {
             "# Petrel v1 crypto known-answer vectors (specs/protocol.md, Encryption layers).\n\
              # name = hex. X25519 secrets are raw 32-byte scalars (clamped by X25519 itself);\n\
              # Ed25519 keys are 32-byte seeds. Postcard lines are the exact bytes signed,\n\
-             # hashed or encrypted.\n",
+             # hashed or encrypted. Layer 2 pads before it encrypts: seal_request_padded =\n\
+             # pad(seal_request_postcard, len(SEND body) + 256) is the plaintext of\n\
+             # seal_envelope_ciphertext, seal_response_ok_padded = pad(Response::Ok, 64)\n\
+             # that of seal_response_ok_ciphertext (pad: specs/protocol.md section 13).\n",
         );
         for (k, v) in &computed {
             text.push_str(&format!("{k} = {}\n", hex::encode(v)));

@@ -93,6 +93,9 @@ pub struct Forwarder {
     results: watch::Sender<u64>,
     outbox_counts: std::sync::Mutex<(usize, HashMap<RelayKey, usize>)>,
     next_seq: std::sync::atomic::AtomicU64,
+    /// Whether the operator was told once (at the default log level) why forwards to
+    /// private destinations are refused.
+    private_refusal_told: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Forwarder {
@@ -141,6 +144,7 @@ impl Forwarder {
             results: watch::channel(0).0,
             outbox_counts: std::sync::Mutex::new(counts),
             next_seq: std::sync::atomic::AtomicU64::new(max_seq + 1),
+            private_refusal_told: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -156,6 +160,17 @@ impl Forwarder {
         // name is checked as written, not after resolution.)
         if !relay.config.forward_to_private && dest.endpoints().iter().any(|e| is_private(&e.host))
         {
+            // Told once, without the address (addresses are never logged at info).
+            if !self
+                .private_refusal_told
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::info!(
+                    "refused to forward to a relay on a loopback, private or link-local \
+                     address (FORWARD_DENIED); relays on one machine or a LAN need \
+                     --forward-to-private"
+                );
+            }
             return Err(ErrorCode::ForwardDenied);
         }
         Ok(())
@@ -237,7 +252,14 @@ impl Forwarder {
         dest: RelayAddress,
         envelope: SealedEnvelope,
     ) -> Response {
-        if let Err(code) = self.policy_allows(relay, &dest) {
+        // §14.2's order: forwarding off, then this relay's own key (processed here, never
+        // refused as a private destination), then the peer list and the private rule.
+        if relay.config.forwarding == ForwardingMode::Off {
+            return Response::Error(ErrorCode::ForwardDenied);
+        }
+        if dest.key() != &relay.keys.relay_key()
+            && let Err(code) = self.policy_allows(relay, &dest)
+        {
             return Response::Error(code);
         }
         // Arrival order, kept by the outbox if this forward has to wait there.

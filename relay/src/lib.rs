@@ -451,11 +451,23 @@ async fn serve_peer(
                         }
                     }
                 }
-                Some(Err(FrameError::Malformed { .. } | FrameError::Trailing { .. } | FrameError::Version { .. })) => {
-                    bad += 1;
-                    PeerReply::Error { corr: 0, code: ErrorCode::Malformed }
-                }
-                Some(Err(_)) | None => {
+                // The same rules as a client session (§3): a whole but wrong frame is told
+                // and counted; an empty frame or an over-long prefix is told and closes.
+                Some(Err(e)) => match e.notice_code() {
+                    Some(code) => {
+                        if matches!(e, FrameError::TooLarge { .. } | FrameError::Empty) {
+                            closing = true;
+                        } else {
+                            bad += 1;
+                        }
+                        PeerReply::Error { corr: 0, code }
+                    }
+                    None => {
+                        closing = true;
+                        continue;
+                    }
+                },
+                None => {
                     closing = true;
                     continue;
                 }

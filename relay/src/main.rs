@@ -101,7 +101,9 @@ struct RunArgs {
         value_delimiter = ','
     )]
     forward_peers: Vec<String>,
-    /// Also forward to relays whose endpoints are all loopback or private addresses.
+    /// Also forward to relays with a loopback, private or link-local endpoint. Off by
+    /// default, so that clients cannot make a public relay probe its own network; needed
+    /// when the relays run on one machine or a LAN.
     #[arg(long)]
     forward_to_private: bool,
     /// TESTING ONLY: first outbox retry delay in milliseconds (default 1000).

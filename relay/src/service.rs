@@ -47,8 +47,10 @@ pub struct Origin {
 pub enum SessionEvent {
     /// A message arrived in a subscribed queue.
     Wake(QueueId),
-    /// Another session subscribed to the queue.
+    /// Another session subscribed to the queue, or deleted it.
     Ended(QueueId),
+    /// Another session acknowledged this message of a subscribed queue: push the next.
+    Acked(QueueId, MsgId),
 }
 
 struct Subscriber {
@@ -110,8 +112,9 @@ pub enum Effect {
     None,
     /// A message was stored in this queue: wake its subscriber.
     Stored(QueueId),
-    /// The in-flight message of this queue was acknowledged: deliver the next one.
-    Acked(QueueId),
+    /// The in-flight message of this queue was acknowledged: deliver the next one (on
+    /// whichever session holds the subscription).
+    Acked(QueueId, MsgId),
     /// A queue was created; subscribe this session when asked.
     Created {
         /// The new queue.
@@ -119,7 +122,7 @@ pub enum Effect {
         /// Whether CREATE asked to subscribe.
         subscribe: bool,
     },
-    /// The queue was deleted: drop the subscription.
+    /// The queue was deleted: drop the subscription (telling another subscribed session).
     Deleted(QueueId),
 }
 
@@ -260,6 +263,29 @@ impl Relay {
         }
     }
 
+    /// Tells the subscriber of `rid`, when it is not `session`, that `msg_id` was
+    /// acknowledged elsewhere, so that it pushes the next message (§8: "acknowledged by any
+    /// session").
+    pub fn acked_elsewhere(&self, rid: &QueueId, msg_id: MsgId, session: u64) {
+        if let Ok(subs) = self.subscribers.lock()
+            && let Some(s) = subs.get(rid)
+            && s.session != session
+        {
+            let _ = s.events.send(SessionEvent::Acked(*rid, msg_id));
+        }
+    }
+
+    /// Ends every subscription to a deleted queue; a subscriber other than `session` (the
+    /// one that deleted it) is told, and sends `SubscriptionEnded`.
+    pub fn end_subscription(&self, rid: &QueueId, session: u64) {
+        if let Ok(mut subs) = self.subscribers.lock()
+            && let Some(s) = subs.remove(rid)
+            && s.session != session
+        {
+            let _ = s.events.send(SessionEvent::Ended(*rid));
+        }
+    }
+
     /// Wakes the subscriber of `rid`, if any.
     pub fn wake(&self, rid: &QueueId) {
         if let Ok(subs) = self.subscribers.lock()
@@ -343,6 +369,18 @@ impl Relay {
     ) -> Prepared {
         let binding = &session_id.0;
         let now = self.clock().now();
+        // §10.1: an authenticator where the table says "absent" is refused like a missing
+        // one where it says "required".
+        let unauthenticated = matches!(
+            command,
+            Command::Ping
+                | Command::RelayInfo { .. }
+                | Command::Forward { .. }
+                | Command::ForwardStatus { .. }
+        );
+        if unauthenticated && auth.is_some() {
+            return Prepared::Reply(err(ErrorCode::Auth));
+        }
         match &command {
             Command::Ping => Prepared::Reply(Response::Pong),
             Command::Create {
@@ -526,7 +564,7 @@ impl Relay {
                     t.put_queue(&rid, &q)?;
                     Ok(Outcome {
                         response: Response::Ok,
-                        effect: Effect::Acked(rid),
+                        effect: Effect::Acked(rid, mid),
                     })
                 })
             }

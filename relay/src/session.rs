@@ -12,8 +12,10 @@
 //! A SEND in any session wakes the subscriber through [`SessionEvent::Wake`].
 //!
 //! Errors: a frame that cannot be decoded is answered with `corr = 0` and an error code
-//! (`MALFORMED`, `VERSION`); an oversized length prefix answers `TOO_LARGE` with `corr = 0`
-//! and closes the session, because the stream can no longer be read in step.
+//! (`MALFORMED`, `VERSION`) and the session goes on; an oversized length prefix answers
+//! `TOO_LARGE` and an empty frame `MALFORMED`, both with `corr = 0`, and close the session,
+//! because the stream can no longer be trusted to be in step. A stream that ends inside a
+//! frame is closed with no notice.
 
 use crate::service::{Effect, Outcome, Prepared, Relay, SessionEvent, SessionLimits};
 use futures::stream::FuturesUnordered;
@@ -160,7 +162,9 @@ where
                     }
                 }
                 Some(Inbound::Fatal(e)) => {
-                    actor.error(0, e.code()).await;
+                    if let Some(code) = e.notice_code() {
+                        actor.error(0, code).await;
+                    }
                     closing = true;
                 }
                 None => closing = true,
@@ -276,11 +280,13 @@ impl Actor {
                 self.relay.metrics.message_stored();
                 self.relay.wake(&rid);
             }
-            Effect::Acked(rid) => {
+            Effect::Acked(rid, msg_id) => {
                 if let Some(slot) = self.subscriptions.get_mut(&rid) {
                     *slot = None;
+                    self.deliver(rid).await;
+                } else {
+                    self.relay.acked_elsewhere(&rid, msg_id, self.number);
                 }
-                self.deliver(rid).await;
             }
             Effect::Created {
                 recipient_id,
@@ -297,7 +303,7 @@ impl Actor {
                 if self.subscriptions.remove(&rid).is_some() {
                     self.limits.subscriptions = self.limits.subscriptions.saturating_sub(1);
                 }
-                self.relay.unsubscribe(&rid, self.number);
+                self.relay.end_subscription(&rid, self.number);
             }
         }
     }
@@ -305,6 +311,15 @@ impl Actor {
     async fn event(&mut self, event: SessionEvent) {
         match event {
             SessionEvent::Wake(rid) => self.deliver(rid).await,
+            SessionEvent::Acked(rid, msg_id) => {
+                // Only the message this session pushed: a later one is still in flight.
+                if let Some(slot) = self.subscriptions.get_mut(&rid)
+                    && slot.is_none_or(|pushed| pushed == msg_id)
+                {
+                    *slot = None;
+                    self.deliver(rid).await;
+                }
+            }
             SessionEvent::Ended(rid) => {
                 if self.subscriptions.remove(&rid).is_some() {
                     self.limits.subscriptions = self.limits.subscriptions.saturating_sub(1);

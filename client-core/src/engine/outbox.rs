@@ -274,12 +274,14 @@ impl Engine {
             Response::Error(code) => {
                 if code == ErrorCode::ForwardDenied && self.outbox_state.denied.insert(destination)
                 {
+                    let own = relay_label(self.own_relay());
+                    self.notice(forward_denied_text(&own, &short));
+                } else if code == ErrorCode::KeyMismatch {
                     self.notice(format!(
-                        "your relay {} refuses to forward to the contact's relay {short} \
-                         (FORWARD_DENIED): its policy does not allow that destination (relays \
-                         on one machine or a LAN need `petrel-relay --forward-to-private`); \
-                         the messages wait in the outbox",
-                        self.own_relay()
+                        "the server at the contact's relay address {short} proved another key \
+                         (KEY_MISMATCH): it is not the relay the contact pinned, so nothing is \
+                         sent to it; the messages wait in the outbox (ask the contact for a \
+                         fresh invitation if their relay moved)"
                     ));
                 } else if code != ErrorCode::ForwardDenied {
                     self.notice(format!(
@@ -401,10 +403,36 @@ impl Engine {
                 }
             }
             _ => {
-                self.notice(format!(
-                    "the relay asked to send to {alias} later ({code}): retried in {} s",
-                    HOLD_MS / 1000
-                ));
+                let destination = self.outbox.get(key).map(|e| *e.target.relay.key());
+                let short: String = destination
+                    .map(|d| d.to_hex().chars().take(12).collect())
+                    .unwrap_or_default();
+                let retry = HOLD_MS / 1000;
+                let why = match code {
+                    ErrorCode::ForwardDenied => {
+                        let first = destination.is_some_and(|d| self.outbox_state.denied.insert(d));
+                        first.then(|| forward_denied_text(&relay_label(self.own_relay()), &short))
+                    }
+                    ErrorCode::Quota => Some(format!(
+                        "{alias}'s queue is full (QUOTA): they have not read their messages for \
+                         a while; the message waits and is retried every {retry} s"
+                    )),
+                    ErrorCode::OutboxFull => Some(format!(
+                        "your relay's forwarding outbox is full (OUTBOX_FULL); the message to \
+                         {alias} waits and is retried every {retry} s"
+                    )),
+                    ErrorCode::KeyMismatch => Some(format!(
+                        "the server at {alias}'s relay address {short} proved another key \
+                         (KEY_MISMATCH): it is not the relay {alias} pinned; the message waits \
+                         (ask {alias} for a fresh invitation if their relay moved)"
+                    )),
+                    other => Some(format!(
+                        "the relay asked to send to {alias} later ({other}): retried in {retry} s"
+                    )),
+                };
+                if let Some(text) = why {
+                    self.notice(text);
+                }
                 self.hold(contact_of(key));
                 self.reply_waiter(key, Sent::Queued);
             }
@@ -514,4 +542,25 @@ impl Engine {
             }
         }
     }
+}
+
+/// A relay as people can tell it apart: the start of its key and its first endpoint.
+fn relay_label(address: &petrel_federation::RelayAddress) -> String {
+    let key: String = address.key().to_hex().chars().take(12).collect();
+    match address.endpoints().first() {
+        Some(endpoint) => format!("{key}…@{endpoint}"),
+        None => key,
+    }
+}
+
+/// What FORWARD_DENIED means and what to do about it.
+fn forward_denied_text(own: &str, destination: &str) -> String {
+    format!(
+        "your relay {own} refused to forward to the contact's relay {destination} \
+         (FORWARD_DENIED). Either your relay does not forward to addresses on loopback or \
+         private networks (relays on one machine or a LAN: start them with `petrel-relay \
+         --forward-to-private`), or one of the two relays runs `--forwarding peers` without \
+         the other on its list, or `--forwarding off`. The messages wait in the outbox and go \
+         once the relays allow it."
+    )
 }

@@ -455,6 +455,18 @@ async fn drive(
                         let _ = reply.send(Ok(()));
                         continue;
                     }
+                    // Endpoints that are all this node's own listen addresses reach this
+                    // node, whose key is not the one asked for (libp2p would only say "no
+                    // addresses": it never dials its own listeners).
+                    let own: Vec<&Multiaddr> = swarm.listeners().collect();
+                    if !addrs.is_empty() && addrs.iter().all(|a| own.contains(&a)) {
+                        let _ = reply.send(Err(DialFailed::WrongKey {
+                            expected: peer.to_string(),
+                            obtained: swarm.local_peer_id().to_string(),
+                            address: addrs[0].to_string(),
+                        }));
+                        continue;
+                    }
                     let first = !dials.contains_key(&peer);
                     dials.entry(peer).or_default().push(reply);
                     if first {
@@ -483,6 +495,15 @@ async fn drive(
                             DialFailed::WrongKey {
                                 expected: peer.to_string(),
                                 obtained: obtained.to_string(),
+                                address: address.to_string(),
+                            }
+                        }
+                        // The endpoints are this node's own: it proved our key, not the
+                        // one the address names.
+                        libp2p::swarm::DialError::LocalPeerId { address } => {
+                            DialFailed::WrongKey {
+                                expected: peer.to_string(),
+                                obtained: swarm.local_peer_id().to_string(),
                                 address: address.to_string(),
                             }
                         }

@@ -94,7 +94,15 @@ pub async fn accept_client_hello<S: AsyncRead + AsyncWrite + Unpin>(
     session_id: SessionId,
     relay_time: u64,
 ) -> Result<u16, HelloError> {
-    let hello: ClientHello = read_message(stream, HELLO_WIRE_VERSION, MAX_FRAME_LEN).await?;
+    let hello: ClientHello = match read_message(stream, HELLO_WIRE_VERSION, MAX_FRAME_LEN).await {
+        Ok(h) => h,
+        Err(e) => {
+            if let Some(code) = e.notice_code() {
+                let _ = write_message(stream, HELLO_WIRE_VERSION, &RelayHello::Reject(code)).await;
+            }
+            return Err(e.into());
+        }
+    };
     match negotiate(hello.min_version, hello.max_version) {
         Some(version) => {
             let accept = RelayHello::Accept {
@@ -141,7 +149,16 @@ pub async fn peer_hello<S: AsyncRead + AsyncWrite + Unpin>(
 pub async fn accept_peer_hello<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
 ) -> Result<u16, HelloError> {
-    let hello: PeerHello = read_message(stream, HELLO_WIRE_VERSION, MAX_FRAME_LEN).await?;
+    let hello: PeerHello = match read_message(stream, HELLO_WIRE_VERSION, MAX_FRAME_LEN).await {
+        Ok(h) => h,
+        Err(e) => {
+            if let Some(code) = e.notice_code() {
+                let reject = PeerHelloReply::Reject(code);
+                let _ = write_message(stream, HELLO_WIRE_VERSION, &reject).await;
+            }
+            return Err(e.into());
+        }
+    };
     match negotiate(hello.min_version, hello.max_version) {
         Some(version) => {
             write_message(

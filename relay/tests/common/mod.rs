@@ -16,6 +16,11 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process, Stdio};
 
+/// The relays' log level: `warn`, or `RELAY_TEST_LOG` (e.g. `debug`) when debugging a test.
+fn log_level() -> String {
+    std::env::var("RELAY_TEST_LOG").unwrap_or_else(|_| "warn".to_string())
+}
+
 /// A relay child process, killed on drop.
 pub struct RelayProcess {
     pub child: Child,
@@ -30,7 +35,14 @@ impl RelayProcess {
         let mut child = Process::new(env!("CARGO_BIN_EXE_petrel-relay"))
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0", "--http", "off", "--log", "warn"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--http",
+                "off",
+                "--log",
+                &log_level(),
+            ])
             .args(extra)
             .env_remove("PORT")
             .stdin(Stdio::null())
