@@ -285,7 +285,7 @@ fn main() -> std::process::ExitCode {
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("petrel: {e:#}");
+            eprintln!("petrel: {}", petrel_federation::error::describe(e.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }

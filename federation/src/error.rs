@@ -118,3 +118,49 @@ mod tests {
         assert_eq!(ErrorCode::from_code(0), ErrorCode::Unknown(0));
     }
 }
+
+/// An error and its causes as one line for people: each cause is appended after `": "`
+/// unless the text so far already says it (most errors here quote their source), so
+/// nothing is printed twice.
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod describe_tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot open the store: {source}")]
+    struct Quoting {
+        source: std::io::Error,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the relay failed")]
+    struct Silent {
+        #[source]
+        inner: Quoting,
+    }
+
+    #[test]
+    fn causes_are_said_once() {
+        let quoting = Quoting {
+            source: std::io::Error::other("locked"),
+        };
+        assert_eq!(super::describe(&quoting), "cannot open the store: locked");
+        let silent = Silent { inner: quoting };
+        assert_eq!(
+            super::describe(&silent),
+            "the relay failed: cannot open the store: locked"
+        );
+    }
+}

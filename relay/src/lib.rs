@@ -71,16 +71,72 @@ pub enum RelayError {
     #[error(transparent)]
     Transport(#[from] petrel_federation::transport::TransportError),
     /// A listener for HTTP or `$PORT` could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error(
+        "cannot listen on {addr} for {what}: {error}{}",
+        bind_hint(error, flag)
+    )]
     Bind {
         /// The address.
         addr: SocketAddr,
+        /// What the listener is for.
+        what: &'static str,
+        /// The flag that sets this address.
+        flag: &'static str,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The announced endpoints do not form a valid address.
     #[error("cannot build the relay address: {0}")]
     Address(#[from] petrel_federation::AddressError),
+}
+
+/// Refuses a listen port another process already holds. libp2p binds its listeners with
+/// `SO_REUSEPORT`, so a second relay started on a taken port would start "fine" and share
+/// the port with the first, each getting some of the connections; a plain bind (without
+/// that option) fails instead, and is released at once.
+fn check_ports_free(listen: &[libp2p::Multiaddr]) -> Result<(), RelayError> {
+    use libp2p::multiaddr::Protocol;
+    for address in listen {
+        let mut parts = address.iter();
+        let ip: IpAddr = match parts.next() {
+            Some(Protocol::Ip4(ip)) => ip.into(),
+            Some(Protocol::Ip6(ip)) => ip.into(),
+            _ => continue,
+        };
+        let Some(Protocol::Tcp(port)) = parts.next() else {
+            continue;
+        };
+        if port == 0 {
+            continue;
+        }
+        let addr = SocketAddr::new(ip, port);
+        std::net::TcpListener::bind(addr).map_err(|error| RelayError::Bind {
+            addr,
+            what: "relay sessions",
+            flag: "--listen port",
+            error,
+        })?;
+    }
+    Ok(())
+}
+
+/// What to do about a listener that cannot be bound.
+fn bind_hint(error: &std::io::Error, flag: &str) -> String {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            " (another program, or another relay on this machine, has it: give each relay its \
+             own {flag}{})",
+            if flag == "--http" {
+                ", or --http off"
+            } else {
+                ""
+            }
+        ),
+        std::io::ErrorKind::PermissionDenied => {
+            format!(" (ports below 1024 need privileges: choose a higher one with {flag})")
+        }
+        _ => String::new(),
+    }
 }
 
 /// The store file's name inside the data directory.
@@ -197,6 +253,7 @@ pub async fn run(
     if let Some(ws) = &internal_ws {
         listen.push(ws.clone());
     }
+    check_ports_free(&config.listen)?;
     let node = Arc::new(Node::start(keypair, &listen, transport_limits).await?);
     let bound = node.listen_addrs();
     // The internal WebSocket listener's real address (port 0 was replaced).
@@ -212,9 +269,15 @@ pub async fn run(
     let front_door = match config.port {
         Some(port) => {
             let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| RelayError::Bind { addr, source })?;
+            let listener =
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|error| RelayError::Bind {
+                        addr,
+                        what: "the $PORT front door (WebSocket, /health, /metrics)",
+                        flag: "--port",
+                        error,
+                    })?;
             let port = listener.local_addr().map(|a| a.port()).unwrap_or(port);
             Some((listener, port))
         }
@@ -239,9 +302,15 @@ pub async fn run(
     let health_relay = relay.clone();
     let health: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(move || !health_relay.is_draining());
     if let Some(addr) = config.http {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| RelayError::Bind { addr, source })?;
+        let listener =
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|error| RelayError::Bind {
+                    addr,
+                    what: "the operations endpoint (/health, /metrics)",
+                    flag: "--http",
+                    error,
+                })?;
         let serve = http::serve_http(
             listener,
             metrics.clone(),

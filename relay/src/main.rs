@@ -301,7 +301,10 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("petrel-relay: {e:#}");
+            eprintln!(
+                "petrel-relay: {}",
+                petrel_federation::error::describe(e.as_ref())
+            );
             std::process::ExitCode::FAILURE
         }
     }

@@ -54,6 +54,12 @@ pub enum StoreError {
     /// The writer thread has stopped.
     #[error("store writer has stopped")]
     Closed,
+    /// Another process has the store open.
+    #[error(
+        "another relay process is using it (each relay needs its own data directory: give \
+         the second one its own --data-dir)"
+    )]
+    InUse,
 }
 
 impl From<redb::Error> for StoreError {
@@ -341,7 +347,11 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let db = Database::builder()
             .set_cache_size(16 * 1024 * 1024)
-            .create(path)?;
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse,
+                other => StoreError::from(other),
+            })?;
         {
             // Create the tables so read transactions always find them.
             let txn = db.begin_write()?;

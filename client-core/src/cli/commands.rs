@@ -81,6 +81,9 @@ struct Seen {
     /// News from contacts: messages, completed connections, receipts, rotations,
     /// re-keys and other notices (what ends `sync --wait`).
     received: usize,
+    /// Notices already printed: a one-shot command that opens its sessions more than once
+    /// would otherwise repeat the same explanation.
+    notices: std::collections::HashSet<String>,
 }
 
 impl Seen {
@@ -97,6 +100,9 @@ impl Seen {
                 | "event.notice"
         ) {
             self.received += 1;
+        }
+        if n.method == "event.notice" && !self.notices.insert(text(&n.params, "text")) {
+            return;
         }
         // A one-shot command's sessions come and go with it: not news.
         if !matches!(n.method.as_str(), "event.relay_up" | "event.relay_down") {
@@ -370,14 +376,26 @@ async fn execute(
             if answer["rekeyed"].as_bool() == Some(true) {
                 println!("re-keying with {contact}: it completes with the next messages");
             } else {
-                println!(
-                    "invitation answered: contact {contact} ({})",
-                    trust_label(&text(&answer, "trust"))
-                );
+                let trust_text = text(&answer, "trust");
+                let trust = trust_label(&trust_text);
+                let delivered = answer["delivered"].as_bool() == Some(true);
+                if delivered || api.served() {
+                    println!("invitation answered: contact \"{contact}\" ({trust})");
+                } else {
+                    println!(
+                        "invitation scanned: contact \"{contact}\" ({trust}); the answer waits \
+                         in the outbox (why: above)"
+                    );
+                }
                 if api.served() {
                     eprintln!("petrel serve completes the connection (`petrel listen` shows it)");
-                } else if answer["delivered"].as_bool() == Some(true) {
+                } else if delivered {
                     eprintln!("run `petrel sync --wait 60` to complete the connection");
+                } else {
+                    eprintln!(
+                        "`petrel sync` (or `petrel serve`) sends it once your relay can; \
+                         `petrel relay status` shows what waits"
+                    );
                 }
             }
         }
